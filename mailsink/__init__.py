@@ -1,0 +1,1 @@
+"""mailsink: a multi-protocol mail sink daemon for development boxes."""
