@@ -1,0 +1,317 @@
+"""
+The store: a standard Maildir (C{cur/ new/ tmp/}) written durably.
+
+A message is streamed to C{tmp/}, fsynced, renamed into C{new/}, and C{new/} itself is
+fsynced before the returned L{Deferred} fires: only then may SMTP say 250. All file work
+runs in a thread pool given by the caller (C{run_blocking}), never on the reactor thread.
+The store knows nothing of SMTP; trace headers are the caller's bytes like any others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+
+log = Logger()
+
+T = TypeVar("T")
+RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+FLUSH_THRESHOLD = 256 * 1024
+"""Buffered bytes that start a write to C{tmp/}; smaller messages are written once, whole."""
+PAUSE_THRESHOLD = 4 * 1024 * 1024
+"""Buffered bytes at which the sending connection is paused until the disk catches up."""
+STALE_TMP_AGE = 36 * 3600
+"""Seconds after which any C{tmp/} file is abandoned, whoever wrote it (the Maildir spec)."""
+
+_TMP_NAME = re.compile(r"\d+\.M\d+P(?P<pid>\d+)Q\d+R[0-9a-f]+\.(?P<host>.+)")
+_counter = itertools.count(1)
+
+
+class StoreError(Exception):
+    """The message could not be stored; nothing of it was kept."""
+
+
+def maildir_hostname() -> str:
+    """This host's name as Maildir file names spell it (C{/} and C{:} escaped)."""
+    return socket.gethostname().replace("/", r"\057").replace(":", r"\072")
+
+
+class Maildir:
+    """One Maildir folder, created if missing, written with L{IncomingMessage}."""
+
+    def __init__(self, path: str, run_blocking: RunBlocking) -> None:
+        self.path = path
+        self._run_blocking = run_blocking
+        self._host = maildir_hostname()
+        self._new_sync = _GroupSync(os.path.join(path, "new"))
+
+    def create(self) -> None:
+        """Make C{cur/ new/ tmp/} (mode 0700) if missing; blocking, for start-up."""
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(self.path, sub), mode=0o700, exist_ok=True)
+
+    def remove_stale_tmp(self, now: float | None = None) -> list[str]:
+        """
+        Delete C{tmp/} files left by dead processes of this host, or older than 36 hours
+        (other hosts sharing the Maildir may be writing theirs). Blocking, for start-up.
+        """
+        now = time.time() if now is None else now
+        tmp = os.path.join(self.path, "tmp")
+        removed = []
+        for entry in os.scandir(tmp):
+            try:
+                stale = (now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_AGE
+                         or self._written_by_dead_process(entry.name))
+                if stale:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def _written_by_dead_process(self, name: str) -> bool:
+        match = _TMP_NAME.fullmatch(name)
+        if match is None or match.group("host") != self._host:
+            return False
+        pid = int(match.group("pid"))
+        if pid == os.getpid():
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def unique_name(self) -> str:
+        """A Maildir-unique name: time, microseconds, pid, counter, randomness, host."""
+        now = time.time()
+        seconds = int(now)
+        micros = int((now - seconds) * 1_000_000)
+        return (f"{seconds}.M{micros}P{os.getpid()}Q{next(_counter)}"
+                f"R{secrets.token_hex(4)}.{self._host}")
+
+    def new_message(self, producer: IPushProducer | None = None) -> IncomingMessage:
+        """Begin a message; C{producer} is paused while the disk is behind."""
+        return IncomingMessage(self, self.unique_name(), producer)
+
+    def run_blocking(self, work: Callable[[], T]) -> Deferred[T]:
+        """Run C{work} off the reactor thread."""
+        return self._run_blocking(work)
+
+    def sync_new(self) -> None:
+        """Make renames into C{new/} durable (called in a worker thread; batched)."""
+        self._new_sync.sync()
+
+
+class IncomingMessage:
+    """
+    One message being written: bytes in with L{write}, then L{finish} or L{abort}.
+
+    Writes are buffered and handed to the thread pool one batch at a time, in order; a
+    message that fits in L{FLUSH_THRESHOLD} costs a single trip to a worker thread.
+    """
+
+    def __init__(self, maildir: Maildir, name: str, producer: IPushProducer | None) -> None:
+        self.name = name
+        self.size = 0
+        self._maildir = maildir
+        self._producer = producer
+        self._paused = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._fd: int | None = None
+        self._busy: Deferred[None] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._tmp_path = os.path.join(maildir.path, "tmp", name)
+
+    @property
+    def failed(self) -> bool:
+        """True once a write failed; the rest of the message is dropped."""
+        return self._error is not None
+
+    def write(self, data: bytes) -> None:
+        """Append C{data} (called on the reactor thread)."""
+        if self._closed or self._error is not None or not data:
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered >= FLUSH_THRESHOLD and self._busy is None:
+            self._flush()
+        if self._buffered >= PAUSE_THRESHOLD and self._producer and not self._paused:
+            self._paused = True
+            self._producer.pauseProducing()
+
+    def finish(self) -> Deferred[str]:
+        """Write the rest, fsync, rename into C{new/}, fsync C{new/}; fires with the name."""
+        self._closed = True
+        done: Deferred[str] = Deferred()
+
+        def complete(_: object = None) -> None:
+            if self._error is not None:
+                self._discard()
+                done.errback(StoreError(str(self._error)))
+                return
+            chunks, self._buffer, self._buffered = self._buffer, [], 0
+            commit = self._maildir.run_blocking(lambda: self._commit(chunks))
+            commit.addCallbacks(lambda _: done.callback(self.name), self._failed_commit(done))
+
+        self._after_busy(complete)
+        return done
+
+    def abort(self) -> None:
+        """Drop the message: nothing of it stays in the Maildir."""
+        self._closed = True
+        self._buffer, self._buffered = [], 0
+        self._resume()
+        self._after_busy(lambda _=None: self._discard())
+
+    def _after_busy(self, then: Callable[..., None]) -> None:
+        if self._busy is None:
+            then()
+        else:
+            self._busy.addBoth(lambda _: then())
+
+    def _flush(self) -> None:
+        chunks, self._buffer, self._buffered = self._buffer, [], 0
+        self._busy = self._maildir.run_blocking(lambda: self._append(chunks))
+        self._busy.addCallbacks(self._flushed, self._flush_failed)
+
+    def _flushed(self, _: object) -> None:
+        self._busy = None
+        if self._closed:
+            return
+        if self._buffered >= FLUSH_THRESHOLD:
+            self._flush()
+        else:
+            self._resume()
+
+    def _flush_failed(self, failure: Any) -> None:
+        self._busy = None
+        self._error = failure.value
+        self._buffer, self._buffered = [], 0
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._paused and self._producer:
+            self._paused = False
+            self._producer.resumeProducing()
+
+    def _failed_commit(self, done: Deferred[str]) -> Callable[[Any], None]:
+        def failed(failure: Any) -> None:
+            self._error = failure.value
+            self._discard()
+            done.errback(StoreError(str(failure.value)))
+        return failed
+
+    def _discard(self) -> None:
+        self._maildir.run_blocking(self._remove_tmp).addErrback(
+            lambda f: log.failure("cannot remove {path}", f, path=self._tmp_path))
+
+    # Below: worker-thread code.
+
+    def _append(self, chunks: list[bytes]) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                               | os.O_CLOEXEC, 0o600)
+        _write_all(self._fd, chunks)
+
+    def _commit(self, chunks: list[bytes]) -> None:
+        self._append(chunks)
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final_path = os.path.join(self._maildir.path, "new", self.name)
+        os.rename(self._tmp_path, final_path)
+        try:
+            self._maildir.sync_new()
+        except OSError:
+            os.unlink(final_path)
+            raise
+
+    def _remove_tmp(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp_path)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """C{writev} until everything is written (short writes happen near a full disk)."""
+    pending = [memoryview(chunk) for chunk in chunks if chunk]
+    while pending:
+        written = os.writev(fd, pending[:1024])
+        while written and pending:
+            if written >= len(pending[0]):
+                written -= len(pending.pop(0))
+            else:
+                pending[0] = pending[0][written:]
+                written = 0
+
+
+class _GroupSync:
+    """
+    Group commit for a directory's fsync: callers in worker threads wait for one fsync
+    that began after their rename, so concurrent deliveries share one disk flush.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._condition = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._failed: tuple[int, OSError] | None = None
+        self._running = False
+
+    def sync(self) -> None:
+        with self._condition:
+            self._requested += 1
+            ticket = self._requested
+            while True:
+                if self._completed >= ticket:
+                    return
+                if self._failed is not None and self._failed[0] >= ticket:
+                    raise self._failed[1]
+                if not self._running:
+                    self._running = True
+                    target = self._requested
+                    break
+                self._condition.wait()
+        error: OSError | None = None
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as failure:
+            error = failure
+        with self._condition:
+            self._running = False
+            if error is None:
+                self._completed = target
+            else:
+                self._failed = (target, error)
+            self._condition.notify_all()
+        if error is not None:
+            raise error

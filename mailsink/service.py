@@ -1,0 +1,186 @@
+"""
+From a L{Config} to running services: the store, its thread pool, and one listening
+service per endpoint string, hung off one C{MultiService}.
+
+Problems found here (a feature not in this version, a certificate, a port that cannot be
+bound) stop start-up with one line naming the section and key: a L{ConfigError} while
+building, C{SystemExit} once twistd is starting services (twistd would print a traceback
+for anything else).
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore
+from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.threadpool import ThreadPool
+
+from mailsink.config import Config, ConfigError, Listener
+from mailsink.maildir import Maildir
+from mailsink.realm import build_portal
+from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
+from mailsink.smtp.factory import SMTPFactory
+from mailsink.smtp.server import SMTPSettings
+from mailsink.tls import load_or_generate_certificate, server_context_factory
+
+log = Logger()
+
+LISTEN_BACKLOG = 1024
+"""Listen backlog added to endpoint strings that name none (Twisted's default is 50)."""
+STORE_THREADS = 32
+"""Worker threads for disk work: concurrent deliveries each wait in their own fsync."""
+
+def build_service(config: Config, reactor: Any) -> IService:
+    """Everything mailsink runs, configured, not yet started."""
+    _refuse_missing_features(config)
+    _raise_open_file_limit()
+    top = MultiService()
+    store = StoreService(config.mailsink.maildir, reactor)
+    store.setServiceParent(top)
+    portal = build_portal(store.maildir)
+    tls_context = _tls_context(config)
+    smtp = config.enabled_listeners("smtp")
+    for listener in smtp:
+        settings = SMTPSettings(
+            hostname=config.mailsink.hostname,
+            listener=listener.section,
+            tls_mode=listener.tls,
+            max_message_size=config.mailsink.max_message_size,
+            max_recipients=config.mailsink.max_recipients,
+        )
+        factory = SMTPFactory(settings, portal, tls_context, reactor)
+        hints = _hints(listener, smtp)
+        for description in listener.endpoints:
+            wrapped: Any = factory
+            if listener.tls == "implicit" and not description.startswith("ssl:"):
+                tls = TLSMemoryBIOFactory(tls_context, False, factory)
+                wrapped = ImplicitTLSWatchFactory(tls, hints, reactor)
+            ListenerService(listener, description, wrapped, reactor).setServiceParent(top)
+    return top
+
+
+class StoreService(Service):
+    """The Maildir and the threads that write it; tidies C{tmp/} at start-up."""
+
+    def __init__(self, path: str, reactor: Any) -> None:
+        self.threads = ThreadPool(minthreads=0, maxthreads=STORE_THREADS,
+                                  name="mailsink-store")
+        self.maildir = Maildir(path, lambda work: deferToThreadPool(reactor, self.threads, work))
+        try:
+            self.maildir.create()
+        except OSError as error:
+            raise ConfigError("mailsink", "maildir",
+                              f"cannot create {path}: {error.strerror}") from None
+
+    def startService(self) -> None:
+        super().startService()
+        removed = self.maildir.remove_stale_tmp()
+        if removed:
+            log.info("removed {count} stale files from {path}/tmp", count=len(removed),
+                     path=self.maildir.path)
+        self.threads.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.threads.stop()
+
+
+class ListenerService(StreamServerEndpointService):
+    """Listens on one endpoint string; a port that cannot be bound stops start-up."""
+
+    _raiseSynchronously = True
+
+    def __init__(self, listener: Listener, description: str, factory: Factory,
+                 reactor: IReactorCore) -> None:
+        self.listener = listener
+        self.description = _with_backlog(description)
+        try:
+            endpoint = serverFromString(reactor, self.description)
+        except (ValueError, TypeError, KeyError) as error:
+            raise ConfigError(listener.section, "listen",
+                              f"{description!r} is not a usable endpoint string: {error}") \
+                from None
+        super().__init__(endpoint, factory)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as error:
+            problem = ConfigError(self.listener.section, "listen",
+                                  f"cannot listen on {self.description}: {error}")
+            raise SystemExit(f"mailsink: {problem}") from None
+        log.info("[{listener}] listening on {endpoint} (tls = {tls})",
+                 listener=self.listener.section, endpoint=self.description,
+                 tls=self.listener.tls)
+
+
+def _with_backlog(description: str) -> str:
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl", "unix") and ":backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
+def _tls_context(config: Config) -> Any:
+    needs_tls = any(listener.tls != "none" for listener in config.listeners if listener.enabled)
+    if not needs_tls:
+        return None
+    certificate = load_or_generate_certificate(
+        config.tls.cert, config.tls.key, config.mailsink.state_dir, config.mailsink.hostname)
+    log.info("TLS certificate {path} (SHA-256 fingerprint {fingerprint}, valid until "
+             "{not_after:%Y-%m-%d}{how})", path=certificate.cert_path,
+             fingerprint=certificate.fingerprint_sha256, not_after=certificate.not_after,
+             how=", self-signed by mailsink" if certificate.generated else "")
+    return server_context_factory(certificate)
+
+
+def _hints(listener: Listener, smtp: tuple[Listener, ...]) -> ListenerHints:
+    def describe(mode: tuple[str, ...]) -> str:
+        return " or ".join(f"[{x.section}] {' '.join(x.endpoints)}" for x in smtp
+                           if x.tls in mode)
+    return ListenerHints(listener=listener.section,
+                         implicit_listeners=describe(("implicit",)),
+                         starttls_listeners=describe(("starttls", "starttls-required", "none")))
+
+
+def _refuse_missing_features(config: Config) -> None:
+    """Settings this version accepts in the file but cannot honour yet."""
+    for listener in config.listeners:
+        if listener.protocol != "smtp" and listener.enabled:
+            raise ConfigError(listener.section, "listen",
+                              f"{listener.protocol} is not available in this version of "
+                              "mailsink; leave listen empty")
+        if listener.auth == "required" and listener.protocol == "smtp":
+            raise ConfigError(listener.section, "auth", "SMTP AUTH is not available in this "
+                              "version of mailsink; use auth = none or optional")
+    not_yet = {
+        ("auth", "password_file"): bool(config.auth.password_file),
+        ("auth", "accept_any"): config.auth.accept_any,
+        ("relay", "host"): bool(config.relay.host),
+        ("mailsink", "max_messages"): bool(config.mailsink.max_messages),
+        ("mailsink", "max_age"): bool(config.mailsink.max_age),
+    }
+    for (section, key), is_set in not_yet.items():
+        if is_set:
+            raise ConfigError(section, key, "is not available in this version of mailsink; "
+                              "leave it unset")
+    if config.credentials:
+        raise ConfigError("auth", None, "MAILSINK_AUTH is set, but SMTP AUTH is not available "
+                          "in this version of mailsink")
+
+
+def _raise_open_file_limit() -> None:
+    """Each connection holds a descriptor; lift the soft limit as far as allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, 65536), hard))
+

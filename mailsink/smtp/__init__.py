@@ -1,0 +1,1 @@
+"""The SMTP server: protocol, DATA decoding, listener factory and diagnostics."""

@@ -1,0 +1,100 @@
+"""
+Decoding the bytes of an SMTP DATA section in bulk, not line by line.
+
+Python that calls a method per line cannot keep up with a disk; this works on whole
+chunks with C{bytes} methods (find, split, replace) that run in C, and holds back only the
+unfinished last line. It finds the end marker (only C{CRLF . CRLF}: a bare LF never ends
+DATA, which closes the SMTP smuggling hole), undoes dot-stuffing, turns CRLF into the LF
+that Maildir files use, and watches the RFC 5321 line length limit.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+MAX_LINE = 998
+"""RFC 5321 section 4.5.3.1.6: 998 octets of text before the CRLF."""
+
+_END = b"\r\n.\r\n"
+
+
+@attrs.define
+class Chunk:
+    """What one call of L{DataDecoder.feed} found."""
+
+    message: bytes
+    """Decoded message bytes (LF line ends), empty once the decoder is skipping."""
+    rest: bytes | None
+    """Bytes after the end marker (pipelined commands), or None while DATA goes on."""
+
+
+class DataDecoder:
+    """
+    State of one DATA section. Feed it the wire bytes as they come; it returns decoded
+    message bytes and, once the end marker is seen, what followed it.
+
+    After L{skip} (or a line over L{MAX_LINE}) it only looks for the end marker, keeping a
+    few bytes, so a client that sends too much costs no memory.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self.wire_bytes = 0
+        self.line_too_long = False
+        self._skipping = False
+        self._pending = b""
+        self._after_crlf = True
+        self._tail = b""
+
+    def skip(self) -> None:
+        """Drop everything up to the end marker (e.g. the message is too big)."""
+        if not self._skipping:
+            self._skipping = True
+            self._tail = (self._stub() + self._pending)[-(len(_END) - 1):]
+            self._pending = b""
+
+    def feed(self, data: bytes) -> Chunk:
+        """Decode the next bytes of the DATA section."""
+        self.wire_bytes += len(data)
+        if self._skipping:
+            return self._feed_skipping(data)
+        data = self._pending + data
+        # Work only on whole lines; the unfinished last line waits for more bytes.
+        # A bare LF also counts as a line end here (so line lengths and the held-back
+        # tail stay bounded), but only CRLF starts a line that can end DATA.
+        cut = data.rfind(b"\n") + 1
+        probe = self._stub() + data[:cut]
+        end = probe.find(_END)
+        if end >= 0:
+            return Chunk(self._decode(probe[: end + 2]), probe[end + len(_END):] + data[cut:])
+        message = self._decode(probe)
+        if cut:
+            self._after_crlf = data[cut - 2: cut] == b"\r\n"
+        self._pending = data[cut:]
+        if len(self._pending) > self.max_line + 1:
+            self.line_too_long = True
+        if self.line_too_long:
+            self.skip()
+            return Chunk(b"", None)
+        return Chunk(message, None)
+
+    def _stub(self) -> bytes:
+        """Two bytes standing for what came before: a CRLF, or a bare LF."""
+        return b"\r\n" if self._after_crlf else b"\0\n"
+
+    def _decode(self, probe: bytes) -> bytes:
+        """Dot-unstuff and convert line ends of C{probe} (which starts with the stub)."""
+        if len(probe) <= 2:
+            return b""
+        if max(map(len, probe.split(b"\n"))) > self.max_line + 1:
+            self.line_too_long = True
+            return b""
+        return probe.replace(b"\r\n.", b"\r\n")[2:].replace(b"\r\n", b"\n")
+
+    def _feed_skipping(self, data: bytes) -> Chunk:
+        probe = self._tail + data
+        end = probe.find(_END)
+        if end >= 0:
+            return Chunk(b"", probe[end + len(_END):])
+        self._tail = probe[-(len(_END) - 1):]
+        return Chunk(b"", None)
