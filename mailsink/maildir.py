@@ -161,6 +161,7 @@ class IncomingMessage:
     def finish(self) -> Deferred[str]:
         """Write the rest, fsync, rename into C{new/}, fsync C{new/}; fires with the name."""
         self._closed = True
+        self._resume()
         done: Deferred[str] = Deferred()
 
         def complete(_: object = None) -> None:

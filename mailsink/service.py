@@ -55,14 +55,14 @@ def build_service(config: Config, reactor: Any) -> IService:
             tls_mode=listener.tls,
             max_message_size=config.mailsink.max_message_size,
             max_recipients=config.mailsink.max_recipients,
+            hints=_hints(listener, smtp),
         )
         factory = SMTPFactory(settings, portal, tls_context, reactor)
-        hints = _hints(listener, smtp)
         for description in listener.endpoints:
             wrapped: Any = factory
             if listener.tls == "implicit" and not description.startswith("ssl:"):
                 tls = TLSMemoryBIOFactory(tls_context, False, factory)
-                wrapped = ImplicitTLSWatchFactory(tls, hints, reactor)
+                wrapped = ImplicitTLSWatchFactory(tls, settings.hints, reactor)
             ListenerService(listener, description, wrapped, reactor).setServiceParent(top)
     return top
 

@@ -44,7 +44,7 @@ def looks_like_plaintext_smtp(data: bytes) -> bool:
     return data[:4].upper() in _SMTP_VERBS
 
 
-def tls_on_plaintext_port(hints: Any, client: str) -> None:
+def tls_on_plaintext_port(hints: ListenerHints, client: str) -> None:
     """Warn that a client set to implicit TLS reached a plaintext/STARTTLS listener."""
     where = hints.implicit_listeners or "a listener with tls = implicit (add one)"
     log.warn("[{listener}] {client} began a TLS handshake, but this listener speaks plain "

@@ -29,7 +29,11 @@ from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
 from mailsink.maildir import IncomingMessage
 from mailsink.smtp.body import DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
-from mailsink.smtp.diagnostics import looks_like_tls_client_hello, tls_on_plaintext_port
+from mailsink.smtp.diagnostics import (
+    ListenerHints,
+    looks_like_tls_client_hello,
+    tls_on_plaintext_port,
+)
 
 log = Logger()
 
@@ -51,7 +55,8 @@ class SMTPSettings:
     max_message_size: int
     max_recipients: int
     idle_timeout: int = 300
-    alternatives: str = ""
+    hints: ListenerHints = attrs.field(
+        default=attrs.Factory(lambda self: ListenerHints(self.listener), takes_self=True))
     """Which listeners serve the other TLS modes, for the 465-vs-587 warnings."""
 
 
@@ -105,7 +110,7 @@ class SinkESMTP(ESMTP):
         if self._first_bytes:
             self._first_bytes = False
             if not self.tls_active and looks_like_tls_client_hello(data):
-                tls_on_plaintext_port(self.settings, self.client_address())
+                tls_on_plaintext_port(self.settings.hints, self.client_address())
                 self.transport.abortConnection()
                 return
         self.resetTimeout()
