@@ -72,7 +72,7 @@ class DecoderTests(TestCase):
 
     def test_line_too_long_skips_to_end_marker(self) -> None:
         for sizes in ([], [7] * 400, [1000, 1000, 1000]):
-            message, rest, decoder = decode(b"ok\r\n" + b"x" * 999 + b"\r\nmore\r\n.\r\nQ",
+            _message, rest, decoder = decode(b"ok\r\n" + b"x" * 999 + b"\r\nmore\r\n.\r\nQ",
                                             sizes)
             self.assertTrue(decoder.line_too_long)
             self.assertEqual(rest, b"Q")

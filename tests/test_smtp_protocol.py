@@ -15,8 +15,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
-from twisted.internet.testing import StringTransport
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface import directlyProvides, implementer
@@ -25,7 +25,7 @@ from mailsink import maildir as maildir_module
 from mailsink.maildir import Maildir
 from mailsink.realm import build_portal
 from mailsink.smtp.factory import SMTPFactory
-from mailsink.smtp.server import SinkESMTP, SMTPSettings
+from mailsink.smtp.server import SMTPSettings
 
 
 @implementer(ITLSTransport)
@@ -34,7 +34,7 @@ class TLSCapableTransport(StringTransport):
 
     tls_started_with: Any = None
 
-    def startTLS(self, contextFactory: Any, normal: bool = True) -> None:  # noqa: N803
+    def startTLS(self, contextFactory: Any, normal: bool = True) -> None:
         self.tls_started_with = contextFactory
         directlyProvides(self, ISSLTransport, ITLSTransport)
 
@@ -220,7 +220,8 @@ class ConversationTests(ProtocolTestCase):
         protocol, transport = self.connect()
         self.assertEqual(self.converse(protocol, transport, b"MAIL FROM:<a@b> RET=FULL\r\n"),
                          ["555 5.5.4 Unsupported option: RET"])
-        self.assertEqual(self.converse(protocol, transport, b"MAIL FROM:<a@b> BODY=BINARYMIME\r\n"),
+        lines = self.converse(protocol, transport, b"MAIL FROM:<a@b> BODY=BINARYMIME\r\n")
+        self.assertEqual(lines,
                          ["501 5.5.4 BODY must be 7BIT or 8BITMIME"])
         self.converse(protocol, transport, b"MAIL FROM:<a@b> BODY=8BITMIME\r\n")
         self.assertEqual(self.converse(protocol, transport, b"RCPT TO:<c@d> NOTIFY=NEVER\r\n"),
