@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -36,7 +35,7 @@ PAUSE_THRESHOLD = 4 * 1024 * 1024
 STALE_TMP_AGE = 36 * 3600
 """Seconds after which any C{tmp/} file is abandoned, whoever wrote it (the Maildir spec)."""
 
-_TMP_NAME = re.compile(r"\d+\.M\d+P(?P<pid>\d+)Q\d+R[0-9a-f]+\.(?P<host>.+)")
+_TMP_NAME = re.compile(r"\d+\.M\d+P(?P<pid>\d+)Q\d+(?:R[0-9a-f]+)?\.(?P<host>.+)")
 _counter = itertools.count(1)
 
 
@@ -98,12 +97,14 @@ class Maildir:
         return False
 
     def unique_name(self) -> str:
-        """A Maildir-unique name: time, microseconds, pid, counter, randomness, host."""
+        """
+        A Maildir-unique name: time, microseconds, pid, and this process's delivery
+        counter (unique within the process, so no randomness is needed), then the host.
+        """
         now = time.time()
         seconds = int(now)
         micros = int((now - seconds) * 1_000_000)
-        return (f"{seconds}.M{micros}P{os.getpid()}Q{next(_counter)}"
-                f"R{secrets.token_hex(4)}.{self._host}")
+        return f"{seconds}.M{micros}P{os.getpid()}Q{next(_counter)}.{self._host}"
 
     def new_message(self, producer: IPushProducer | None = None) -> IncomingMessage:
         """Begin a message; C{producer} is paused while the disk is behind."""
