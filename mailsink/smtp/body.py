@@ -64,10 +64,15 @@ class DataDecoder:
         # tail stay bounded), but only CRLF starts a line that can end DATA.
         cut = data.rfind(b"\n") + 1
         probe = self._stub() + data[:cut]
-        end = probe.find(_END)
-        if end >= 0:
-            return Chunk(self._decode(probe[: end + 2]), probe[end + len(_END):] + data[cut:])
-        message = self._decode(probe)
+        # Both the end marker and dot-stuffing start with CRLF-dot: one search rules
+        # both out for nearly every chunk.
+        dot = probe.find(b"\r\n.")
+        if dot >= 0:
+            end = probe.find(_END, dot)
+            if end >= 0:
+                rest = probe[end + len(_END):] + data[cut:]
+                return Chunk(self._decode(probe[: end + 2], stuffed=True), rest)
+        message = self._decode(probe, stuffed=dot >= 0)
         if cut:
             self._after_crlf = data[cut - 2: cut] == b"\r\n"
         self._pending = data[cut:]
@@ -82,14 +87,24 @@ class DataDecoder:
         """Two bytes standing for what came before: a CRLF, or a bare LF."""
         return b"\r\n" if self._after_crlf else b"\0\n"
 
-    def _decode(self, probe: bytes) -> bytes:
+    def _decode(self, probe: bytes, stuffed: bool) -> bytes:
         """Dot-unstuff and convert line ends of C{probe} (which starts with the stub)."""
         if len(probe) <= 2:
             return b""
-        if max(map(len, probe.split(b"\n"))) > self.max_line + 1:
+        if stuffed:
+            probe = probe.replace(b"\r\n.", b"\r\n")
+        lines = probe.split(b"\r\n")
+        if max(map(len, lines)) > self.max_line and self._has_long_line(lines):
             self.line_too_long = True
             return b""
-        return probe.replace(b"\r\n.", b"\r\n")[2:].replace(b"\r\n", b"\n")
+        # The stub became a leading "\n" (after CRLF) or "\0\n" (after a bare LF).
+        return b"\n".join(lines)[1 if self._after_crlf else 2:]
+
+    def _has_long_line(self, lines: list[bytes]) -> bool:
+        """Precise check for the rare candidates: bare LFs also end lines here."""
+        return any(len(segment) > self.max_line
+                   for line in lines if len(line) > self.max_line
+                   for segment in line.split(b"\n"))
 
     def _feed_skipping(self, data: bytes) -> Chunk:
         probe = self._tail + data
