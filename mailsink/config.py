@@ -204,6 +204,7 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
     """
     raw = _read_ini(text, path)
     _apply_environment(raw, environ)
+    _check_section_names(raw)
     base = os.path.dirname(os.path.abspath(path))
     sections = {name: _section(name, raw.get(name, {}), _SCHEMA[name]) for name in _SCHEMA}
     for key in ("maildir", "state_dir"):
@@ -248,14 +249,15 @@ def _read_ini(text: str, path: str) -> dict[str, dict[str, str]]:
         first_line = str(error).splitlines()[0]
         raise ConfigError("mailsink", None, f"{path} is not a valid INI file: {first_line}") \
             from None
-    raw: dict[str, dict[str, str]] = {}
-    for name in parser.sections():
+    return {name: dict(parser.items(name)) for name in parser.sections()}
+
+
+def _check_section_names(raw: Mapping[str, object]) -> None:
+    for name in raw:
         if name not in _SCHEMA and not _SECTION_NAME.fullmatch(name):
             known = ", ".join([*_SCHEMA, *LISTENER_PROTOCOLS])
             raise ConfigError(name, None, f"unknown section; known: {known} "
                               "(listeners may be named, e.g. [smtp:submission])")
-        raw[name] = dict(parser.items(name))
-    return raw
 
 
 def _apply_environment(raw: dict[str, dict[str, str]], environ: Mapping[str, str]) -> None:
@@ -326,13 +328,16 @@ def _resolve(base: str, path: str) -> str:
 def _check_policies(config: Config) -> None:
     """Combinations of valid values that cannot work together."""
     for listener in config.listeners:
+        if "tls" not in _LISTENER_SCHEMA[listener.protocol]:
+            continue
         implicit_endpoints = [e for e in listener.endpoints if e.startswith("ssl:")]
         if implicit_endpoints and listener.tls != "implicit":
             raise ConfigError(
                 listener.section, "tls",
                 f"is {listener.tls!r} but listen has {implicit_endpoints[0]!r}, which is "
                 "implicit TLS; set tls = implicit or use a tcp: endpoint")
-        if (listener.auth == "required" and listener.tls == "none"
+        if (listener.protocol == "smtp" and listener.auth == "required"
+                and listener.tls == "none"
                 and not config.auth.allow_insecure):
             raise ConfigError(
                 listener.section, "auth",

@@ -11,9 +11,9 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
-_SIZE = re.compile(r"(\d+)\s*([KMG]?)B?", re.IGNORECASE)
+_SIZE = re.compile(r"([0-9]+)\s*([KMGkmg]?)[Bb]?")
 _SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+_DURATION = re.compile(r"([0-9]+)\s*([smhd]?)")
 _DURATION_FACTORS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _BOOLEANS = {
     "true": True, "yes": True, "on": True, "1": True,
@@ -49,7 +49,7 @@ def parse_bool(text: str) -> bool:
 def parse_count(text: str) -> int:
     """A non-negative whole number."""
     stripped = text.strip()
-    if not stripped.isdigit():
+    if not re.fullmatch(r"[0-9]+", stripped):
         raise ValueError(f"{text!r} is not a whole number of 0 or more")
     return int(stripped)
 
@@ -95,7 +95,7 @@ def parse_regex(text: str) -> str:
     """A Python regular expression, checked for syntax; empty means none."""
     try:
         re.compile(text)
-    except re.error as error:
+    except (re.error, OverflowError, RecursionError) as error:
         raise ValueError(f"{text!r} is not a valid regular expression: {error}") from None
     return text
 

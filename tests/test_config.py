@@ -372,17 +372,11 @@ class ValueTests(ConfigTestCase):
         self.assertConfigError("[relay]\nauto_relay_match = a{4294967296}\n" + MINIMAL,
                                "relay", "auto_relay_match")
 
-    test_hugeRegexRepeat.skip = (  # type: ignore[attr-defined]
-        "BUG: values.parse_regex lets OverflowError out of re.compile, so parse_config "
-        "raises OverflowError instead of ConfigError")
 
     def test_kelvinSignSize(self) -> None:
         self.assertConfigError("[mailsink]\nmax_message_size = 1\u212a\n" + MINIMAL,
                                "mailsink", "max_message_size")
 
-    test_kelvinSignSize.skip = (  # type: ignore[attr-defined]
-        "BUG: values.parse_size raises KeyError for U+212A KELVIN SIGN (IGNORECASE match, "
-        "upper() keeps it), so parse_config raises KeyError instead of ConfigError")
 
     def test_admins(self) -> None:
         config = parse("[auth]\nadmins = alice, bob\n  carol\n" + MINIMAL)
@@ -500,10 +494,6 @@ class ListenTests(ConfigTestCase):
         config = parse(MINIMAL + "[web]\nlisten = ssl:8443:privateKey=k.pem\nauth = required\n")
         self.assertEqual(config.listeners[1].endpoints, ("ssl:8443:privateKey=k.pem",))
 
-    test_sslEndpointOnWeb.skip = (  # type: ignore[attr-defined]
-        "BUG: _check_policies compares Listener.tls (always 'none' for [web], which has no "
-        "tls key) with ssl: endpoints, so '[web] listen = ssl:...' fails with '[web] tls: "
-        "... set tls = implicit', and setting tls in [web] is an unknown key")
 
 
 class AuthPolicyTests(ConfigTestCase):
