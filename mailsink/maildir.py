@@ -139,6 +139,7 @@ class IncomingMessage:
         self._busy: Deferred[None] | None = None
         self._error: BaseException | None = None
         self._closed = False
+        self._aborted = False
         self._tmp_path = os.path.join(maildir.path, "tmp", name)
 
     @property
@@ -178,7 +179,10 @@ class IncomingMessage:
         return done
 
     def abort(self) -> None:
-        """Drop the message: nothing of it stays in the Maildir."""
+        """Drop the message: nothing of it stays in the Maildir. Idempotent."""
+        if self._aborted:
+            return
+        self._aborted = True
         self._closed = True
         self._buffer, self._buffered = [], 0
         self._resume()
@@ -251,9 +255,9 @@ class IncomingMessage:
             raise
 
     def _remove_tmp(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp_path)
 

@@ -231,3 +231,25 @@ class ThreadedGroupCommitTests(TestCase):
         for name in names:
             with open(os.path.join(folder, "new", name), "rb") as stream:
                 self.assertRegex(stream.read().decode(), re.compile(r"^message \d+\n$"))
+
+
+class AbortTwiceTests(TestCase):
+    def test_abort_is_idempotent_and_closes_once(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        maildir = Maildir(folder, maybeDeferred)
+        maildir.create()
+        closed: list[int] = []
+        real_close = os.close
+
+        def close(fd: int) -> None:
+            closed.append(fd)
+            real_close(fd)
+
+        self.patch(maildir_module.os, "close", close)
+        message = maildir.new_message()
+        message.write(b"a" * (FLUSH_THRESHOLD + 1))
+        message.abort()
+        message.abort()
+        self.assertEqual(len(closed), 1)
+        self.assertEqual(os.listdir(os.path.join(folder, "tmp")), [])

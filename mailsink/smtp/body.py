@@ -46,6 +46,11 @@ class DataDecoder:
         self._after_crlf = True
         self._tail = b""
 
+    @property
+    def skipping(self) -> bool:
+        """True once the rest of the section is being dropped."""
+        return self._skipping
+
     def skip(self) -> None:
         """Drop everything up to the end marker (e.g. the message is too big)."""
         if not self._skipping:

@@ -353,9 +353,10 @@ class SinkESMTP(ESMTP):
         self._buffer = b""
         received = self._decoder.wire_bytes - len(chunk.rest or b"") - 3
         limit = self.settings.max_message_size
-        if limit and received > limit and not self._message.failed:
-            self._decoder.skip()
-            self._message.abort()
+        if limit and received > limit:
+            if not self._decoder.skipping:
+                self._decoder.skip()
+                self._message.abort()
         elif chunk.message:
             self._message.write(chunk.message)
         if chunk.rest is not None:
