@@ -1,0 +1,178 @@
+"""
+The C{mailsink} console script: one argparse sub-command per task (C{passwd} now; C{check},
+C{send}, C{ls} and C{show} later), each a function taking the parsed arguments and
+returning an exit status. Errors are one line on standard error: status 2 for usage, 1 for
+failures. Passwords are never printed, echoed or taken from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import NoReturn
+
+from mailsink.auth.passwords import hash_bcrypt
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit status 2."""
+
+
+class CommandFailed(Exception):
+    """The command could not do its work: exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and an exception, not an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The C{mailsink} parser; each sub-command sets C{run} to its function."""
+    parser = _Parser(prog="mailsink", description="mailsink's command-line tools.")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True,
+                                     parser_class=_Parser)
+    passwd = commands.add_parser(
+        "passwd", help="add or update a user's bcrypt entry in a password file",
+        description="Add or update USER's bcrypt entry in FILE (created 0600 if missing). "
+                    "The password is asked twice on a terminal, or else read from the "
+                    "first line of standard input.")
+    passwd.add_argument("file", metavar="FILE", help="the htpasswd-style password file")
+    passwd.add_argument("user", metavar="USER", help="the user name")
+    passwd.add_argument("-C", "--cost", type=int, default=12, choices=range(4, 32),
+                        metavar="4..31", help="bcrypt cost (default 12)")
+    passwd.set_defaults(run=run_passwd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line C{argv} (default C{sys.argv[1:]}); return the exit status."""
+    parser = build_parser()
+    try:
+        arguments = parser.parse_args(argv)
+    except SystemExit as e:  # --help exits on purpose
+        return e.code if isinstance(e.code, int) else 0
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    run: Callable[[argparse.Namespace], int] = arguments.run
+    try:
+        return run(arguments)
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except CommandFailed as e:
+        print(f"mailsink {arguments.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mailsink {arguments.command}: interrupted", file=sys.stderr)
+        return 1
+
+
+def run_passwd(arguments: argparse.Namespace) -> int:
+    """C{mailsink passwd FILE USER}: write USER's new bcrypt hash into FILE."""
+    user: str = arguments.user
+    if not user or ":" in user or any(c.isspace() for c in user) or user.startswith("#"):
+        raise UsageError("mailsink passwd: a user name must be non-empty, without ':' or "
+                         "white space, and not start with '#'")
+    password = read_password()
+    try:
+        entry = f"{user}:{hash_bcrypt(password, arguments.cost)}".encode()
+    except ValueError as e:
+        raise CommandFailed(str(e)) from None
+    path = os.path.realpath(arguments.file)
+    try:
+        added = update_password_file(path, user.encode(), entry)
+    except OSError as e:
+        raise CommandFailed(f"{arguments.file}: {e.strerror or e}") from None
+    print(f"{'Added' if added else 'Updated'} user {user} in {arguments.file}")
+    return 0
+
+
+def read_password() -> bytes:
+    """The new password: asked twice on a terminal, else standard input's first line."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("New password: ")
+        if first != getpass.getpass("Repeat the password: "):
+            raise CommandFailed("the passwords do not match")
+        text = first
+    else:
+        stream = getattr(sys.stdin, "buffer", None)
+        line = stream.readline() if stream else sys.stdin.readline().encode("utf-8")
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandFailed("the password on standard input is not UTF-8") from None
+    if not text:
+        raise CommandFailed("empty password")
+    return text.encode("utf-8")
+
+
+def replace_entry(content: bytes, user: bytes, entry: bytes) -> tuple[bytes, bool]:
+    """
+    C{content} with USER's first entry line replaced by C{entry} (and any later ones
+    dropped, since the last would win) or C{entry} appended; every other line kept as it
+    was. Also says whether the user was added.
+    """
+    lines = re.findall(rb"[^\n]*\n|[^\n]+\Z", content)
+    ending = b"\r\n" if lines and lines[0].endswith(b"\r\n") else b"\n"
+    out: list[bytes] = []
+    found = False
+    for line in lines:
+        if line.strip().partition(b":")[0] == user and not line.strip().startswith(b"#"):
+            if not found:
+                out.append(entry + (b"\r\n" if line.endswith(b"\r\n") else ending))
+            found = True
+            continue
+        out.append(line)
+    if not found:
+        if out and not out[-1].endswith(b"\n"):
+            out[-1] += ending
+        out.append(entry + ending)
+    return b"".join(out), not found
+
+
+def update_password_file(path: str, user: bytes, entry: bytes) -> bool:
+    """
+    Write USER's entry into the file atomically: a 0600 temporary file in the same folder,
+    fsynced, renamed over the old one, then the folder fsynced. An existing file keeps its
+    mode (and owner, when allowed). Returns whether the user was added.
+    """
+    try:
+        with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
+            content = f.read()
+    except FileNotFoundError:
+        before, content = None, b""
+    updated, added = replace_entry(content, user, entry)
+    folder = os.path.dirname(path) or "."
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".mailsink-passwd-")
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(updated)
+            f.flush()
+            if before is not None:
+                os.fchmod(f.fileno(), before.st_mode & 0o7777)
+                if (before.st_uid, before.st_gid) != (os.geteuid(), os.getegid()):
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(f.fileno(), before.st_uid, before.st_gid)
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    folder_descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(folder_descriptor)
+    finally:
+        os.close(folder_descriptor)
+    return added
