@@ -1,38 +1,93 @@
 """
 The cred realm: turns an avatar ID (anonymous, or a user who authenticated) into the
-L{IMailboxDelivery} avatar that SMTP delivers through.
+L{IMailboxDelivery} avatar that SMTP delivers through, and decides where its mail goes.
+
+With C{isolation = user}, an authenticated user's mail goes to a Maildir of its own under
+the shared one (C{maildir/<user>/}); the folder name is derived so that no user name can
+reach outside it or collide with C{cur/ new/ tmp/} or a Maildir++ C{.folder}.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from collections.abc import Callable
 from typing import Any
 
-from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess
+from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from mailsink.delivery import IMailboxDelivery, MaildirDelivery
 from mailsink.maildir import Maildir
 
+_SAFE = re.compile(r"[A-Za-z0-9_@+=,-][A-Za-z0-9._@+=,-]*")
+_RESERVED = frozenset({"cur", "new", "tmp"})
+_MAX_FOLDER = 200
+
+Avatar = tuple[Any, MaildirDelivery, Callable[[], None]]
+
+
+def mailbox_folder(user: str) -> str:
+    """
+    A folder name for C{user}'s Maildir: the name itself when it is plainly safe, else
+    %XX escapes (so distinct names stay distinct), hashed when it would be too long.
+    """
+    if _SAFE.fullmatch(user) and user not in _RESERVED and len(user) <= _MAX_FOLDER:
+        return user
+    escaped = "".join(
+        c if _SAFE.fullmatch(c) and not (i == 0 and user in _RESERVED)
+        else "".join(f"%{byte:02X}" for byte in c.encode("utf-8"))
+        for i, c in enumerate(user))
+    if len(escaped) > _MAX_FOLDER or not escaped:
+        return "~" + hashlib.sha256(user.encode("utf-8")).hexdigest()
+    return escaped
+
 
 @implementer(IRealm)
 class MailboxRealm:
-    """Every sender delivers into the shared Maildir (per-user Maildirs come with auth)."""
+    """Anonymous senders deliver to the shared Maildir; users too, or to their own."""
 
-    def __init__(self, shared: Maildir) -> None:
+    def __init__(self, shared: Maildir, isolation: str = "none") -> None:
         self.shared = shared
+        self.isolation = isolation
+        self._user_maildirs: dict[str, Maildir] = {}
 
     def requestAvatar(
         self, avatarId: Any, mind: object, *interfaces: Any
-    ) -> tuple[Any, MaildirDelivery, Callable[[], None]]:
-        """Hand out a delivery avatar; anonymous senders keep no user name."""
+    ) -> Deferred[Any]:
+        """Hand out a delivery avatar; an authenticated one knows its user."""
         if IMailboxDelivery not in interfaces:
             raise NotImplementedError("mailsink's realm only provides IMailboxDelivery")
-        user = None if avatarId is ANONYMOUS else avatarId.decode("utf-8", "replace")
-        return IMailboxDelivery, MaildirDelivery(self.shared, user), lambda: None
+        if avatarId is ANONYMOUS:
+            return succeed((IMailboxDelivery, MaildirDelivery(self.shared), _nothing))
+        user = avatarId.decode("utf-8", "replace")
+        if self.isolation != "user":
+            return succeed((IMailboxDelivery, MaildirDelivery(self.shared, user), _nothing))
+        maildir = self._user_maildirs.get(user)
+        if maildir is not None:
+            return succeed((IMailboxDelivery, MaildirDelivery(maildir, user), _nothing))
+        maildir = Maildir(os.path.join(self.shared.path, mailbox_folder(user)),
+                          self.shared.run_blocking)
+        created = self.shared.run_blocking(maildir.create)
+
+        def ready(_: object) -> Avatar:
+            self._user_maildirs[user] = maildir
+            return IMailboxDelivery, MaildirDelivery(maildir, user), _nothing
+
+        return created.addCallback(ready)
 
 
-def build_portal(shared: Maildir) -> Portal:
-    """A portal that lets anonymous senders in; credential checkers join it later."""
-    return Portal(MailboxRealm(shared), [AllowAnonymousAccess()])
+def _nothing() -> None:
+    """Logging out of a delivery avatar holds nothing to release."""
+
+
+def build_portal(shared: Maildir, isolation: str = "none",
+                 checker: ICredentialsChecker | None = None) -> Portal:
+    """Anonymous senders always get in; C{checker} vouches for everyone else."""
+    checkers: list[ICredentialsChecker] = [AllowAnonymousAccess()]
+    if checker is not None:
+        checkers.append(checker)
+    return Portal(MailboxRealm(shared, isolation), checkers)

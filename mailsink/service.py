@@ -10,11 +10,14 @@ for anything else).
 
 from __future__ import annotations
 
+import os
 import resource
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import Factory
@@ -23,20 +26,29 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
+from mailsink.auth.accept_any import AcceptAnyChecker
+from mailsink.auth.any_of import AnyOfChecker
+from mailsink.auth.environment import EnvironmentChecker
+from mailsink.auth.password_file import PasswordFileChecker
+from mailsink.auth.throttle import FailureThrottle
 from mailsink.config import Config, ConfigError, Listener
 from mailsink.maildir import Maildir
 from mailsink.realm import build_portal
+from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
 from mailsink.tls import load_or_generate_certificate, server_context_factory
 
 log = Logger()
+T = TypeVar("T")
 
 LISTEN_BACKLOG = 1024
 """Listen backlog added to endpoint strings that name none (Twisted's default is 50)."""
 STORE_THREADS = 32
 """Worker threads for disk work: concurrent deliveries each wait in their own fsync."""
+AUTH_THREADS = max(1, (os.cpu_count() or 2) // 2)
+"""Worker threads for bcrypt: half the cores, so password checks never starve the reactor."""
 
 def build_service(config: Config, reactor: Any) -> IService:
     """Everything mailsink runs, configured, not yet started."""
@@ -45,7 +57,13 @@ def build_service(config: Config, reactor: Any) -> IService:
     top = MultiService()
     store = StoreService(config.mailsink.maildir, reactor)
     store.setServiceParent(top)
-    portal = build_portal(store.maildir)
+    auth_threads = ThreadPoolService("mailsink-auth", AUTH_THREADS, reactor)
+    auth_threads.setServiceParent(top)
+    checker = _credential_checker(config, auth_threads)
+    auth_setup = None
+    if checker is not None:
+        auth_setup = AuthSetup(checker.offers_plaintext, FailureThrottle(reactor), reactor)
+    portal = build_portal(store.maildir, config.mailsink.isolation, checker)
     tls_context = _tls_context(config)
     smtp = config.enabled_listeners("smtp")
     for listener in smtp:
@@ -55,9 +73,15 @@ def build_service(config: Config, reactor: Any) -> IService:
             tls_mode=listener.tls,
             max_message_size=config.mailsink.max_message_size,
             max_recipients=config.mailsink.max_recipients,
+            auth=listener.auth,
+            allow_insecure=config.auth.allow_insecure,
             hints=_hints(listener, smtp),
         )
-        factory = SMTPFactory(settings, portal, tls_context, reactor)
+        if listener.auth == "required" and checker is None:
+            raise ConfigError(listener.section, "auth", "is required but no credentials are "
+                              "configured; set [auth] password_file or accept_any, or "
+                              "MAILSINK_AUTH")
+        factory = SMTPFactory(settings, portal, tls_context, reactor, auth_setup=auth_setup)
         for description in listener.endpoints:
             wrapped: Any = factory
             if listener.tls == "implicit" and not description.startswith("ssl:"):
@@ -67,13 +91,32 @@ def build_service(config: Config, reactor: Any) -> IService:
     return top
 
 
-class StoreService(Service):
+class ThreadPoolService(Service):
+    """A pool of worker threads for blocking work, started and stopped with the daemon."""
+
+    def __init__(self, name: str, size: int, reactor: Any) -> None:
+        self.threads = ThreadPool(minthreads=0, maxthreads=size, name=name)
+        self._reactor = reactor
+
+    def run_blocking(self, work: Callable[[], T]) -> Deferred[T]:
+        """Run C{work} in the pool; work given before start-up waits for it."""
+        return deferToThreadPool(self._reactor, self.threads, work)
+
+    def startService(self) -> None:
+        super().startService()
+        self.threads.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.threads.stop()
+
+
+class StoreService(ThreadPoolService):
     """The Maildir and the threads that write it; tidies C{tmp/} at start-up."""
 
     def __init__(self, path: str, reactor: Any) -> None:
-        self.threads = ThreadPool(minthreads=0, maxthreads=STORE_THREADS,
-                                  name="mailsink-store")
-        self.maildir = Maildir(path, lambda work: deferToThreadPool(reactor, self.threads, work))
+        super().__init__("mailsink-store", STORE_THREADS, reactor)
+        self.maildir = Maildir(path, self.run_blocking)
         try:
             self.maildir.create()
         except OSError as error:
@@ -81,16 +124,11 @@ class StoreService(Service):
                               f"cannot create {path}: {error.strerror}") from None
 
     def startService(self) -> None:
-        super().startService()
         removed = self.maildir.remove_stale_tmp()
         if removed:
             log.info("removed {count} stale files from {path}/tmp", count=len(removed),
                      path=self.maildir.path)
-        self.threads.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.threads.stop()
+        super().startService()
 
 
 class ListenerService(StreamServerEndpointService):
@@ -151,6 +189,18 @@ def _hints(listener: Listener, smtp: tuple[Listener, ...]) -> ListenerHints:
                          starttls_listeners=describe(("starttls", "starttls-required", "none")))
 
 
+def _credential_checker(config: Config, threads: ThreadPoolService) -> AnyOfChecker | None:
+    """Every configured source of credentials, asked in turn; None when there is none."""
+    checkers: list[Any] = []
+    if config.auth.password_file:
+        checkers.append(PasswordFileChecker(config.auth.password_file, threads.run_blocking))
+    if config.credentials:
+        checkers.append(EnvironmentChecker(config.credentials))
+    if config.auth.accept_any:
+        checkers.append(AcceptAnyChecker())
+    return AnyOfChecker(checkers) if checkers else None
+
+
 def _refuse_missing_features(config: Config) -> None:
     """Settings this version accepts in the file but cannot honour yet."""
     for listener in config.listeners:
@@ -158,12 +208,7 @@ def _refuse_missing_features(config: Config) -> None:
             raise ConfigError(listener.section, "listen",
                               f"{listener.protocol} is not available in this version of "
                               "mailsink; leave listen empty")
-        if listener.auth == "required" and listener.protocol == "smtp":
-            raise ConfigError(listener.section, "auth", "SMTP AUTH is not available in this "
-                              "version of mailsink; use auth = none or optional")
     not_yet = {
-        ("auth", "password_file"): bool(config.auth.password_file),
-        ("auth", "accept_any"): config.auth.accept_any,
         ("relay", "host"): bool(config.relay.host),
         ("mailsink", "max_messages"): bool(config.mailsink.max_messages),
         ("mailsink", "max_age"): bool(config.mailsink.max_age),
@@ -172,9 +217,6 @@ def _refuse_missing_features(config: Config) -> None:
         if is_set:
             raise ConfigError(section, key, "is not available in this version of mailsink; "
                               "leave it unset")
-    if config.credentials:
-        raise ConfigError("auth", None, "MAILSINK_AUTH is set, but SMTP AUTH is not available "
-                          "in this version of mailsink")
 
 
 def _raise_open_file_limit() -> None:

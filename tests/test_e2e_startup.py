@@ -93,11 +93,22 @@ class StartupErrorTests(TestCase):
         self.assert_one_line(output, r"mailsink: \[pop3\] listen: pop3 is not available in "
                                      r"this version")
 
-    def test_smtp_auth_required_not_available(self) -> None:
+    def test_smtp_auth_required_without_credentials(self) -> None:
         output = self.refused({"smtp:submission": {**plain_smtp(), "tls": "starttls-required",
                                                    "auth": "required"}})
-        self.assert_one_line(output, r"mailsink: \[smtp:submission\] auth: SMTP AUTH is not "
-                                     r"available")
+        self.assert_one_line(output, r"mailsink: \[smtp:submission\] auth: is required but no "
+                                     r"credentials are configured")
+
+    def test_smtp_auth_required_without_tls(self) -> None:
+        output = self.refused({"auth": {"accept_any": "true"},
+                               "smtp": {**plain_smtp(), "tls": "none", "auth": "required"}})
+        self.assert_one_line(output, r"mailsink: \[smtp\] auth: is required but tls = none, "
+                                     r".*allow_insecure")
+
+    def test_missing_password_file(self) -> None:
+        output = self.refused({"auth": {"password_file": "no-such-file"},
+                               "smtp": plain_smtp()})
+        self.assert_one_line(output, r"mailsink: \[auth\] password_file: .*no-such-file")
 
     def test_port_in_use(self) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:

@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 
+from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.server import SinkESMTP, SMTPSettings
 
 log = Logger()
@@ -39,8 +40,10 @@ class SMTPFactory(ServerFactory):
     noisy = False
 
     def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any,
-                 clock: IReactorTime, max_connections: int = MAX_CONNECTIONS) -> None:
+                 clock: IReactorTime, max_connections: int = MAX_CONNECTIONS,
+                 auth_setup: AuthSetup | None = None) -> None:
         self.settings = settings
+        self.auth_setup = auth_setup
         self.portal = portal
         self.tls_context = tls_context
         self.clock = clock
@@ -53,7 +56,7 @@ class SMTPFactory(ServerFactory):
                      "are open already", listener=self.settings.listener,
                      client=getattr(addr, "host", addr), limit=self.max_connections)
             return _TooBusy(self.settings.hostname)
-        protocol = SinkESMTP(self.settings, self.portal, self.tls_context)
+        protocol = SinkESMTP(self.settings, self.portal, self.tls_context, self.auth_setup)
         protocol.factory = self
         protocol.callLater = self.clock.callLater  # type: ignore[method-assign,assignment]
         return protocol

@@ -20,13 +20,13 @@ from typing import Any
 import attrs
 from twisted.cred.credentials import Anonymous
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.mail.smtp import ESMTP
 from twisted.python.failure import Failure
 
 from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
 from mailsink.maildir import IncomingMessage
+from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
 from mailsink.smtp.body import DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
 from mailsink.smtp.diagnostics import (
@@ -54,13 +54,17 @@ class SMTPSettings:
     tls_mode: str
     max_message_size: int
     max_recipients: int
+    auth: str = "none"
+    """C{none}, C{optional} or C{required} (see L{SMTPAuthentication})."""
+    allow_insecure: bool = False
+    """Offer AUTH without TLS too."""
     idle_timeout: int = 300
     hints: ListenerHints = attrs.field(
         default=attrs.Factory(lambda self: ListenerHints(self.listener), takes_self=True))
     """Which listeners serve the other TLS modes, for the 465-vs-587 warnings."""
 
 
-class SinkESMTP(ESMTP):
+class SinkESMTP(SMTPAuthentication, ESMTP):
     """An ESMTP server that stores every message it is given (see the module docstring)."""
 
     transport: Any
@@ -68,11 +72,13 @@ class SinkESMTP(ESMTP):
     portal: Any
     _helo: Any
 
-    def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any = None) -> None:
+    def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any = None,
+                 auth_setup: AuthSetup | None = None) -> None:
         offer_starttls = settings.tls_mode in ("starttls", "starttls-required")
         super().__init__(contextFactory=tls_context if offer_starttls else None)
         self.settings = settings
         self.portal = portal
+        self.auth_setup = auth_setup
         self.host = settings.hostname.encode("idna")
         self.timeout = int(settings.idle_timeout)
         self._buffer = b""
@@ -97,11 +103,6 @@ class SinkESMTP(ESMTP):
 
     def greeting(self) -> bytes:
         return self.host + b" ESMTP mailsink"
-
-    @property
-    def tls_active(self) -> bool:
-        """True once the connection is encrypted (implicit TLS or after STARTTLS)."""
-        return ISSLTransport.providedBy(self.transport)
 
     def client_address(self) -> str:
         return str(getattr(self.transport.getPeer(), "host", self.transport.getPeer()))
@@ -176,6 +177,9 @@ class SinkESMTP(ESMTP):
 
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
+        if self.in_sasl_exchange():
+            self.sasl_line(line)
+            return
         verb, _, rest = line.strip().partition(b" ")
         verb = verb.upper()
         if not verb:
@@ -219,6 +223,8 @@ class SinkESMTP(ESMTP):
         }
         if self.canStartTLS and not self.tls_active:
             ext[b"STARTTLS"] = None
+        if self.auth_offered():
+            ext[b"AUTH"] = self.auth_mechanisms()
         return ext
 
     def do_EHLO(self, rest: bytes) -> None:
@@ -241,6 +247,8 @@ class SinkESMTP(ESMTP):
     def do_MAIL(self, rest: bytes) -> None:
         if self._from is not None:
             raise Reply(503, "5.5.1 Error: nested MAIL command")
+        if self.settings.auth == "required" and not self.authenticated:
+            raise Reply(530, "5.7.0 Authentication required")
         path = parse_path(rest, b"FROM")
         size = self._check_mail_parameters(path.parameters)
         if self.delivery is None:
@@ -435,7 +443,5 @@ class SinkESMTP(ESMTP):
         self._helo = (None, self.client_address().encode())
         self._esmtp = False
         self._reset_transaction()
+        self.forget_authentication()
         self.startedTLS = True
-
-    def ext_AUTH(self, rest: bytes) -> None:
-        raise Reply(503, "5.5.1 Error: authentication not enabled")

@@ -1,0 +1,1 @@
+"""Authentication: credential checkers, SASL mechanisms, and the defences around them."""
