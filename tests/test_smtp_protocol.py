@@ -209,6 +209,13 @@ class ConversationTests(ProtocolTestCase):
         self.assertEqual(self.converse(protocol, transport, b"QUIT\r\n"), ["221 2.0.0 Bye"])
         self.assertTrue(transport.disconnecting)
 
+    def test_binary_garbage_gets_a_reply(self) -> None:
+        protocol, transport = self.connect()
+        for junk in (b"\xff\xfe\r\n", b"\x00\r\n", b"DO_IT\r\n", b"  \r\n"):
+            self.assertEqual(self.converse(protocol, transport, junk),
+                             ["500 5.5.2 Error: bad syntax"], junk)
+        self.assertEqual(self.converse(protocol, transport, b"NOOP\r\n"), ["250 2.0.0 Ok"])
+
     def test_bare_auth_is_refused_not_crashed(self) -> None:
         """Twisted issue 7753: a bare AUTH crashed the protocol."""
         protocol, transport = self.connect()

@@ -92,7 +92,6 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         self._recipients: list[str] = []
         self._decoder: DataDecoder | None = None
         self._message: IncomingMessage | None = None
-        self._envelope_size = 0
 
     # Connection and input.
 
@@ -182,7 +181,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
             return
         verb, _, rest = line.strip().partition(b" ")
         verb = verb.upper()
-        if not verb:
+        if not verb.isalpha():
             self.reply(500, "5.5.2 Error: bad syntax")
             return
         if (self.settings.tls_mode == "starttls-required" and not self.tls_active
@@ -250,14 +249,14 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         if self.settings.auth == "required" and not self.authenticated:
             raise Reply(530, "5.7.0 Authentication required")
         path = parse_path(rest, b"FROM")
-        size = self._check_mail_parameters(path.parameters)
+        self._check_mail_parameters(path.parameters)
         if self.delivery is None:
             login = self.portal.login(Anonymous(), None, IMailboxDelivery)
             login.addCallback(self._logged_in)
         else:
             login = maybeDeferred(lambda: None)
         login.addCallback(lambda _: self.delivery.validateFrom(path.address))
-        login.addCallbacks(lambda _: self._sender_accepted(path.address, path.parameters, size),
+        login.addCallbacks(lambda _: self._sender_accepted(path.address, path.parameters),
                            self._refused)
         if not login.called:
             self._block_until(login)
@@ -265,7 +264,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         _, self.delivery, self._onLogout = result
 
-    def _check_mail_parameters(self, parameters: dict[str, str | None]) -> int:
+    def _check_mail_parameters(self, parameters: dict[str, str | None]) -> None:
         for key, value in parameters.items():
             if key == "SIZE":
                 if value is None or not value.isdigit():
@@ -282,13 +281,10 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
                     raise Reply(501, "5.5.4 SMTPUTF8 takes no value")
             elif key != "AUTH":
                 raise Reply(555, f"5.5.4 Unsupported option: {key}")
-        return int(parameters.get("SIZE") or 0)
 
-    def _sender_accepted(self, address: str, parameters: dict[str, str | None],
-                         size: int) -> None:
+    def _sender_accepted(self, address: str, parameters: dict[str, str | None]) -> None:
         self._from = address
         self._smtputf8 = "SMTPUTF8" in parameters
-        self._envelope_size = size
         self.reply(250, "2.1.0 Ok")
 
     def _refused(self, failure: Failure) -> None:
