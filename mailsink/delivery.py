@@ -38,6 +38,8 @@ class Envelope:
     tls_cipher: str | None = None
     tls_bits: int | None = None
     user: str | None = None
+    listener: str = ""
+    """The INI section of the listener that took the message, e.g. C{smtp:submission}."""
     received_at: float = attrs.field(factory=time.time)
 
 
@@ -111,7 +113,8 @@ def received_header(envelope: Envelope, hostname: str, message_id: str) -> str:
     if envelope.user:
         parts.append(f"\t(Authenticated sender: {envelope.user})")
     short_id = message_id.split(".", 2)[1] if message_id.count(".") >= 2 else message_id
-    parts.append(f"\tby {hostname} (mailsink) with {envelope.protocol} id {short_id}")
+    server = f"mailsink, listener {envelope.listener}" if envelope.listener else "mailsink"
+    parts.append(f"\tby {hostname} ({server}) with {envelope.protocol} id {short_id}")
     moment = datetime.datetime.fromtimestamp(envelope.received_at, datetime.UTC)
     date = email.utils.format_datetime(moment).replace("-0000", "+0000") + " (UTC)"
     if len(envelope.recipients) == 1:

@@ -152,7 +152,7 @@ class ConversationTests(ProtocolTestCase):
                                             b"Delivered-To: b@example.com",
                                             b"Delivered-To: c@example.com"])
         self.assertEqual(header_lines[3], b"Received: from client.test (unknown [192.168.1.1])")
-        self.assertIn(b"by sink.test (mailsink) with ESMTP id", headers)
+        self.assertIn(b"by sink.test (mailsink, listener smtp) with ESMTP id", headers)
         self.assertTrue(headers.endswith(b"Subject: hi"))
 
     def test_ok_reply_names_stored_file(self) -> None:

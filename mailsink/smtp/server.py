@@ -341,6 +341,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
             tls_cipher=cipher,
             tls_bits=bits,
             user=getattr(self.delivery, "user", None),
+            listener=self.settings.listener,
         )
 
     def _protocol_name(self) -> str:
