@@ -33,6 +33,7 @@ from mailsink.auth.password_file import PasswordFileChecker
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.config import Config, ConfigError, Listener
 from mailsink.maildir import Maildir
+from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
 from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
@@ -55,6 +56,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     _refuse_missing_features(config)
     _raise_open_file_limit()
     top = MultiService()
+    metrics = Metrics()
     store = StoreService(config.mailsink.maildir, reactor)
     store.setServiceParent(top)
     auth_threads = ThreadPoolService("mailsink-auth", AUTH_THREADS, reactor)
@@ -81,7 +83,8 @@ def build_service(config: Config, reactor: Any) -> IService:
             raise ConfigError(listener.section, "auth", "is required but no credentials are "
                               "configured; set [auth] password_file or accept_any, or "
                               "MAILSINK_AUTH")
-        factory = SMTPFactory(settings, portal, tls_context, reactor, auth_setup=auth_setup)
+        factory = SMTPFactory(settings, portal, tls_context, reactor, auth_setup=auth_setup,
+                              metrics=metrics)
         for description in listener.endpoints:
             wrapped: Any = factory
             if listener.tls == "implicit" and not description.startswith("ssl:"):

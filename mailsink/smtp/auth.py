@@ -54,6 +54,7 @@ class SMTPAuthentication:
 
     # Provided by the protocol.
     settings: Any
+    metrics: Any
     portal: Any
     delivery: Any
     _from: Any
@@ -180,6 +181,7 @@ class SMTPAuthentication:
             return None
         assert self.auth_setup is not None
         client = self.client_address()
+        self.metrics.auth_failures.labels(self.settings.listener).inc()
         delay = self.auth_setup.throttle.failed(client)
         log.warn("[{listener}] authentication failed for {user!r} from {client} "
                  "({mechanism}, failure {count} from this address)",

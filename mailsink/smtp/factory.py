@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 
+from mailsink.metrics import Metrics
 from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.server import SinkESMTP, SMTPSettings
 
@@ -41,8 +42,9 @@ class SMTPFactory(ServerFactory):
 
     def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any,
                  clock: IReactorTime, max_connections: int = MAX_CONNECTIONS,
-                 auth_setup: AuthSetup | None = None) -> None:
+                 auth_setup: AuthSetup | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.auth_setup = auth_setup
         self.portal = portal
         self.tls_context = tls_context
@@ -56,7 +58,8 @@ class SMTPFactory(ServerFactory):
                      "are open already", listener=self.settings.listener,
                      client=getattr(addr, "host", addr), limit=self.max_connections)
             return _TooBusy(self.settings.hostname)
-        protocol = SinkESMTP(self.settings, self.portal, self.tls_context, self.auth_setup)
+        protocol = SinkESMTP(self.settings, self.portal, self.tls_context, self.auth_setup,
+                             self.metrics)
         protocol.factory = self
         protocol.callLater = self.clock.callLater  # type: ignore[method-assign,assignment]
         return protocol

@@ -20,12 +20,15 @@ from typing import Any
 import attrs
 from twisted.cred.credentials import Anonymous
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.mail.smtp import ESMTP
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
 from mailsink.maildir import IncomingMessage
+from mailsink.metrics import Metrics
 from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
 from mailsink.smtp.body import DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
@@ -64,6 +67,7 @@ class SMTPSettings:
     """Which listeners serve the other TLS modes, for the 465-vs-587 warnings."""
 
 
+@implementer(IHandshakeListener)
 class SinkESMTP(SMTPAuthentication, ESMTP):
     """An ESMTP server that stores every message it is given (see the module docstring)."""
 
@@ -73,12 +77,13 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
     _helo: Any
 
     def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any = None,
-                 auth_setup: AuthSetup | None = None) -> None:
+                 auth_setup: AuthSetup | None = None, metrics: Metrics | None = None) -> None:
         offer_starttls = settings.tls_mode in ("starttls", "starttls-required")
         super().__init__(contextFactory=tls_context if offer_starttls else None)
         self.settings = settings
         self.portal = portal
         self.auth_setup = auth_setup
+        self.metrics = metrics or Metrics()
         self.host = settings.hostname.encode("idna")
         self.timeout = int(settings.idle_timeout)
         self._buffer = b""
@@ -99,6 +104,12 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         super().connectionMade()
         if self.factory is not None:
             self.factory.connections += 1
+        self.metrics.connections.labels(self.settings.listener).inc()
+
+    def handshakeCompleted(self) -> None:
+        """Count TLS handshakes by version (implicit TLS and STARTTLS alike)."""
+        version = self.transport.getHandle().get_protocol_version_name()
+        self.metrics.tls_handshakes.labels(self.settings.listener, version).inc()
 
     def greeting(self) -> bytes:
         return self.host + b" ESMTP mailsink"
@@ -208,6 +219,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         self._decoder = None
         if self.factory is not None:
             self.factory.connections -= 1
+        self.metrics.connections.labels(self.settings.listener).dec()
         super().connectionLost(reason)
 
     # Commands.
@@ -375,26 +387,31 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         self._reset_transaction()
         limit = self.settings.max_message_size
         if limit and size > limit:
+            self.metrics.rejected.labels(self.settings.listener, "size").inc()
             self.reply(552, "5.3.4 Message size exceeds fixed maximum message size "
                        f"({limit} bytes)")
             return
         if decoder.line_too_long:
+            self.metrics.rejected.labels(self.settings.listener, "line").inc()
             message.abort()
             self.reply(500, f"5.5.2 Line too long: message lines may hold at most "
                        f"{decoder.max_line} characters (RFC 5321 4.5.3.1.6); wrap them or "
                        "use quoted-printable or base64")
             return
         stored = message.finish()
-        stored.addCallbacks(self._stored, self._not_stored)
+        stored.addCallbacks(self._stored, self._not_stored, callbackArgs=(size,))
         if not stored.called:
             self._block_until(stored)
 
-    def _stored(self, name: str) -> None:
+    def _stored(self, name: str, size: int) -> None:
+        self.metrics.received.labels(self.settings.listener).inc()
+        self.metrics.received_bytes.labels(self.settings.listener).inc(size)
         log.info("[{listener}] stored {name} from {client}",
                  listener=self.settings.listener, name=name, client=self.client_address())
         self.reply(250, f"2.0.0 Ok: queued as {name}")
 
     def _not_stored(self, failure: Failure) -> None:
+        self.metrics.rejected.labels(self.settings.listener, "storage").inc()
         log.error("[{listener}] cannot store a message from {client}: {error}; check that "
                   "the maildir's file system has space and is writable",
                   listener=self.settings.listener, client=self.client_address(),
