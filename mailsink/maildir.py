@@ -51,9 +51,12 @@ def maildir_hostname() -> str:
 class Maildir:
     """One Maildir folder, created if missing, written with L{IncomingMessage}."""
 
-    def __init__(self, path: str, run_blocking: RunBlocking) -> None:
+    def __init__(self, path: str, run_blocking: RunBlocking,
+                 delivered: Callable[[str], None] | None = None) -> None:
         self.path = path
         self._run_blocking = run_blocking
+        self.delivered = delivered
+        """Told the path of each message once it is durably in C{new/} (reactor thread)."""
         self._host = maildir_hostname()
         self._new_sync = _GroupSync(os.path.join(path, "new"))
 
@@ -173,7 +176,8 @@ class IncomingMessage:
                 return
             chunks, self._buffer, self._buffered = self._buffer, [], 0
             commit = self._maildir.run_blocking(lambda: self._commit(chunks))
-            commit.addCallbacks(lambda _: done.callback(self.name), self._failed_commit(done))
+            commit.addCallbacks(self._committed, self._failed_commit(done),
+                                callbackArgs=(done,))
 
         self._after_busy(complete)
         return done
@@ -218,6 +222,11 @@ class IncomingMessage:
         if self._paused and self._producer:
             self._paused = False
             self._producer.resumeProducing()
+
+    def _committed(self, _: object, done: Deferred[str]) -> None:
+        if self._maildir.delivered is not None:
+            self._maildir.delivered(os.path.join(self._maildir.path, "new", self.name))
+        done.callback(self.name)
 
     def _failed_commit(self, done: Deferred[str]) -> Callable[[Any], None]:
         def failed(failure: Any) -> None:

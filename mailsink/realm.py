@@ -70,7 +70,7 @@ class MailboxRealm:
         if maildir is not None:
             return succeed((IMailboxDelivery, MaildirDelivery(maildir, user), _nothing))
         maildir = Maildir(os.path.join(self.shared.path, mailbox_folder(user)),
-                          self.shared.run_blocking)
+                          self.shared.run_blocking, self.shared.delivered)
         created = self.shared.run_blocking(maildir.create)
 
         def ready(_: object) -> Avatar:

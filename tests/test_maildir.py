@@ -253,3 +253,26 @@ class AbortTwiceTests(TestCase):
         message.abort()
         self.assertEqual(len(closed), 1)
         self.assertEqual(os.listdir(os.path.join(folder, "tmp")), [])
+
+
+class DeliveredHookTests(TestCase):
+    def test_told_after_the_message_is_in_new_and_not_on_failure(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        told: list[tuple[str, bool]] = []
+        maildir = Maildir(folder, maybeDeferred,
+                          lambda path: told.append((path, os.path.exists(path))))
+        maildir.create()
+        message = maildir.new_message()
+        message.write(b"x\n")
+        name = self.successResultOf(message.finish())
+        self.assertEqual(told, [(os.path.join(folder, "new", name), True)])
+        self.patch(maildir_module, "_write_all", _raise_enospc)
+        failing = maildir.new_message()
+        failing.write(b"y\n")
+        self.failureResultOf(failing.finish(), StoreError)
+        self.assertEqual(len(told), 1)
+
+
+def _raise_enospc(fd: int, chunks: list[bytes]) -> None:
+    raise OSError(28, "No space left on device")
