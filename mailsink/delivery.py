@@ -95,8 +95,8 @@ def trace_headers(envelope: Envelope, hostname: str, message_id: str) -> bytes:
     C{Return-Path}, one C{Delivered-To} per recipient (so Bcc is visible), and a
     Postfix-style C{Received} line; LF line ends, as in the stored file.
     """
-    lines = [f"Return-Path: <{envelope.mail_from}>"]
-    lines += [f"Delivered-To: {recipient}" for recipient in envelope.recipients]
+    lines = [f"Return-Path: <{_one_line(envelope.mail_from)}>"]
+    lines += [f"Delivered-To: {_one_line(recipient)}" for recipient in envelope.recipients]
     lines.append(received_header(envelope, hostname, message_id))
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
@@ -105,20 +105,26 @@ def received_header(envelope: Envelope, hostname: str, message_id: str) -> str:
     """The C{Received} header as Postfix writes it (folded, without the final LF)."""
     address = envelope.client_address
     literal = f"IPv6:{address}" if ":" in address else address
-    helo = envelope.helo or f"[{address}]"
+    helo = _one_line(envelope.helo) if envelope.helo else f"[{address}]"
     parts = [f"Received: from {helo} (unknown [{literal}])"]
     if envelope.tls_version:
         bits = f" ({envelope.tls_bits}/{envelope.tls_bits} bits)" if envelope.tls_bits else ""
         parts.append(f"\t(using {envelope.tls_version} with cipher {envelope.tls_cipher}{bits})")
     if envelope.user:
-        parts.append(f"\t(Authenticated sender: {envelope.user})")
+        parts.append(f"\t(Authenticated sender: {_one_line(envelope.user)})")
     short_id = message_id.split(".", 2)[1] if message_id.count(".") >= 2 else message_id
     server = f"mailsink, listener {envelope.listener}" if envelope.listener else "mailsink"
     parts.append(f"\tby {hostname} ({server}) with {envelope.protocol} id {short_id}")
     moment = datetime.datetime.fromtimestamp(envelope.received_at, datetime.UTC)
     date = email.utils.format_datetime(moment).replace("-0000", "+0000") + " (UTC)"
     if len(envelope.recipients) == 1:
-        parts.append(f"\tfor <{envelope.recipients[0]}>; {date}")
+        parts.append(f"\tfor <{_one_line(envelope.recipients[0])}>; {date}")
     else:
         parts.append(f"\t; {date}")
     return "\n".join(parts)
+
+
+def _one_line(text: str) -> str:
+    """Control characters escaped, so client-chosen text cannot start a header line."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                   for c in text)

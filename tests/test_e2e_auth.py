@@ -561,14 +561,7 @@ class IsolationTests(AuthTestCase):
             tag = uuid.uuid4().hex
             name = self.send(client, tag)
             message = email.message_from_bytes(daemon.read_new(name))
-            if message["X-Injected"] is not None:
-                raise unittest.SkipTest(
-                    "BUG: a user name with a line break becomes headers of the stored "
-                    "message: with accept_any, 'AUTH PLAIN base64(\\0evil\\nX-Injected: "
-                    "1\\0x)' is answered 235 and the message is stored with "
-                    "'(Authenticated sender: evil' and then 'X-Injected: 1)' as a header of "
-                    "its own in the Received block; expected the name refused (535 or 501) or "
-                    f"escaped so that Received stays one folded header; user {user!r}")
+            self.assertIsNone(message["X-Injected"], user)
             self.assertEqual(len(message.get_all("Received") or []), 1)
 
 
@@ -612,17 +605,6 @@ class ThrottleTests(AuthTestCase):
             self.assertIn(f"failure {count} from this address", log)
 
 
-PIPELINE_BUG = (
-    "BUG: with an asynchronous checker (the password file), a line that follows a failing "
-    "AUTH before its delayed 535 is read as a SASL response: 'AUTH PLAIN <bad>', 'MAIL "
-    "FROM:<a@example.com>', 'NOOP' sent in one pipelined group (RFC 4954 allows it for "
-    "PLAIN with an initial response) are answered '501 5.5.2 Invalid base64 data', "
-    "'250 2.0.0 Ok' at once and the 535 only 0.5 s later; expected '535 5.7.8' (after the "
-    "delay), '530 5.7.0 Authentication required', '250 2.0.0 Ok'. Pipelining 'AUTH PLAIN "
-    "<bad>' lines thus skips the failure delay: guesses are checked without waiting, and a "
-    "right one is answered 235 at once (MAILSINK_AUTH, a synchronous checker, is fine)")
-"""SMTPAuthentication._check: the unblock added on the checker's Deferred runs after
-_login_failed has blocked on the delay, so it unblocks the connection while _sasl is set."""
 
 
 class PipelinedFailureTests(AuthTestCase):
@@ -661,8 +643,6 @@ class PipelinedFailureTests(AuthTestCase):
     def check_pipeline(self, source: str, commands: list[str], expected: list[str],
                        min_delays: list[float]) -> None:
         replies = self.pipeline(self.start_insecure(source), commands)
-        if source == "file" and replies[0][1] == "501 5.5.2 Invalid base64 data":
-            raise unittest.SkipTest(PIPELINE_BUG)
         self.assertEqual([line for _, line in replies], expected)
         for (delay, line), least in zip(replies, min_delays, strict=True):
             self.assertGreaterEqual(delay, least * 0.9, (line, replies))

@@ -380,3 +380,67 @@ class MailboxFolderTests(TestCase):
     def test_plain_names_are_kept(self) -> None:
         for user in ("alice", "john.doe", "dev+ci@example.com", "A_B-c"):
             self.assertEqual(mailbox_folder(user), user)
+
+
+class SlowChecker:
+    """Answers like a password file: later, from a worker thread (held until released)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.credentialInterfaces = inner.credentialInterfaces
+        self.pending: list[tuple[Any, Any]] = []
+
+    def offers_plaintext(self) -> bool:
+        return False
+
+    def requestAvatarId(self, credentials: Any) -> Any:
+        from twisted.internet.defer import Deferred
+        waiting: Deferred[Any] = Deferred()
+        self.pending.append((credentials, waiting))
+        return waiting
+
+    def release(self) -> None:
+        while self.pending:
+            credentials, waiting = self.pending.pop(0)
+            self.inner.requestAvatarId(credentials).chainDeferred(waiting)
+
+
+class PipelinedAfterFailureTests(AuthTestCase):
+    def test_commands_behind_a_slow_failed_auth_wait_for_its_delayed_reply(self) -> None:
+        slow = SlowChecker(EnvironmentChecker(self.credentials))
+        self.checker = AnyOfChecker([slow])
+        protocol, transport = self.connect(auth="required")
+        self.say(protocol, transport, b"AUTH PLAIN " + b64(b"\0alice\0nope"),
+                 b"MAIL FROM:<a@b>", b"AUTH PLAIN " + b64(b"\0alice\0wonderland"))
+        self.assertEqual(transport.value(), b"")
+        slow.release()
+        self.assertEqual(transport.value(), b"")
+        self.clock.advance(FIRST_DELAY)
+        slow.release()
+        self.assertEqual(transport.value().decode().splitlines(),
+                         ["535 5.7.8 Error: authentication failed",
+                          "530 5.7.0 Authentication required",
+                          "235 2.7.0 Authentication successful"])
+
+
+class UserNameTests(AuthTestCase):
+    def test_control_characters_in_user_names_are_refused(self) -> None:
+        self.credentials = ""
+        self.accept_any = True
+        self.setUp()
+        protocol, transport = self.connect()
+        for response in (b"\0evil\nX-Injected: 1\0x", b"\0a\rb\0x"):
+            self.assertEqual(self.say(protocol, transport, b"AUTH PLAIN " + b64(response)),
+                             ["501 5.5.2 Malformed PLAIN response: the user name contains "
+                              "control characters"])
+        self.say(protocol, transport, b"AUTH LOGIN")
+        self.assertEqual(self.say(protocol, transport, b64(b"x\ny")),
+                         ["501 5.5.2 Malformed LOGIN response: the user name contains "
+                          "control characters"])
+
+    def test_trace_headers_escape_control_characters(self) -> None:
+        from mailsink.delivery import Envelope, trace_headers
+        headers = trace_headers(Envelope("a@b\nX: 1", ("c@d\r\nY: 2",), "helo\rZ: 3",
+                                         "127.0.0.1", "ESMTPA", user="u\nW: 4"), "h", "1.M1.h")
+        self.assertEqual([line for line in headers.split(b"\n")
+                          if line[:1] in (b"X", b"Y", b"Z", b"W")], [])

@@ -71,7 +71,7 @@ class Plain(Mechanism):
         _, user, password = parts
         if not user:
             raise _malformed("PLAIN", "empty user name")
-        return UsernamePassword(user, password)
+        return UsernamePassword(_checked_user(user, "PLAIN"), password)
 
 
 class Login(Mechanism):
@@ -88,7 +88,7 @@ class Login(Mechanism):
         if self._user is None:
             if not response:
                 raise _malformed("LOGIN", "empty user name")
-            self._user = response
+            self._user = _checked_user(response, "LOGIN")
             return Challenge(b"Password:")
         return UsernamePassword(self._user, response)
 
@@ -114,6 +114,7 @@ class CramMD5(Mechanism):
             return Challenge(self._credentials.getChallenge())
         if response is None or not _CRAM_RESPONSE.fullmatch(response):
             raise _malformed("CRAM-MD5", "expected user name, a space, 32 hex digits")
+        _checked_user(response.rsplit(b" ", 1)[0], "CRAM-MD5")
         self._credentials.setResponse(response)
         return self._credentials
 
@@ -130,7 +131,7 @@ class XOAuth2(Mechanism):
         user, token = fields.get(b"user"), _bearer(fields, "XOAUTH2")
         if not user:
             raise _malformed("XOAUTH2", "no user=")
-        return UsernamePassword(user, token)
+        return UsernamePassword(_checked_user(user, "XOAUTH2"), token)
 
     def failure_challenge(self) -> bytes:
         return json.dumps({"status": "401", "schemes": "Bearer",
@@ -154,7 +155,8 @@ class OAuthBearer(Mechanism):
         token = _bearer(fields, "OAUTHBEARER")
         if not user:
             raise _malformed("OAUTHBEARER", "the GS2 header names no user (a=)")
-        return UsernamePassword(user.replace(b"=2C", b",").replace(b"=3D", b"="), token)
+        user = user.replace(b"=2C", b",").replace(b"=3D", b"=")
+        return UsernamePassword(_checked_user(user, "OAUTHBEARER"), token)
 
     def failure_challenge(self) -> bytes:
         return json.dumps({"status": "invalid_token", "schemes": "bearer",
@@ -176,6 +178,13 @@ def _bearer(fields: dict[bytes, bytes], mechanism: str) -> bytes:
     if scheme.lower() != b"bearer" or not token:
         raise _malformed(mechanism, "expected auth=Bearer <token>")
     return token
+
+
+def _checked_user(user: bytes, mechanism: str) -> bytes:
+    """A user name without control characters (they would forge trace header lines)."""
+    if any(byte < 0x20 or byte == 0x7F for byte in user):
+        raise _malformed(mechanism, "the user name contains control characters")
+    return user
 
 
 MECHANISMS: tuple[type[Mechanism], ...] = (Plain, Login, CramMD5, XOAuth2, OAuthBearer)

@@ -157,8 +157,7 @@ class SMTPAuthentication:
         login = self.portal.login(credentials, None, IMailboxDelivery)
         login.addCallbacks(self._logged_in_as_user, self._login_failed,
                            errbackArgs=(mechanism,))
-        if not login.called:
-            self._block_until(login)
+        self._block_until(login)
 
     def _logged_in_as_user(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         mechanism = self._sasl
@@ -188,9 +187,8 @@ class SMTPAuthentication:
                  listener=self.settings.listener, user=self._sasl_user, client=client,
                  mechanism=mechanism.name,
                  count=self.auth_setup.throttle.failures(client))
-        waited = deferLater(self.auth_setup.clock, delay, self._answer_failure, mechanism)
-        self._block_until(waited)
-        return None
+        # Returned, so the login's Deferred (which holds later commands back) waits too.
+        return deferLater(self.auth_setup.clock, delay, self._answer_failure, mechanism)
 
     def _answer_failure(self, mechanism: Mechanism) -> None:
         challenge = mechanism.failure_challenge()

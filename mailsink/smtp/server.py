@@ -169,7 +169,10 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         self.reply(500, f"5.5.2 Line too long (more than {MAX_COMMAND_LINE} octets)")
 
     def _block_until(self, waiting: Deferred[Any]) -> None:
-        """Hold later commands back until C{waiting} has fired (keeps replies in order)."""
+        """
+        Hold later commands back until C{waiting} has fired (keeps replies in order);
+        a Deferred that has fired already releases them at once.
+        """
         self._blocked = True
 
         def unblock(result: object) -> object:
@@ -270,8 +273,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         login.addCallback(lambda _: self.delivery.validateFrom(path.address))
         login.addCallbacks(lambda _: self._sender_accepted(path.address, path.parameters),
                            self._refused)
-        if not login.called:
-            self._block_until(login)
+        self._block_until(login)
 
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         _, self.delivery, self._onLogout = result
@@ -400,8 +402,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
             return
         stored = message.finish()
         stored.addCallbacks(self._stored, self._not_stored, callbackArgs=(size,))
-        if not stored.called:
-            self._block_until(stored)
+        self._block_until(stored)
 
     def _stored(self, name: str, size: int) -> None:
         self.metrics.received.labels(self.settings.listener).inc()
