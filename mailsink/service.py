@@ -20,18 +20,20 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
-from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
 
+from mailsink import mime
 from mailsink.auth.accept_any import AcceptAnyChecker
 from mailsink.auth.any_of import AnyOfChecker
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.password_file import PasswordFileChecker
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.config import Config, ConfigError, Listener
+from mailsink.index import MessageIndex
 from mailsink.maildir import Maildir
 from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
@@ -40,6 +42,9 @@ from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
 from mailsink.tls import load_or_generate_certificate, server_context_factory
+from mailsink.web.access import Access
+from mailsink.web.app import WebApp
+from mailsink.web.events import EventHub
 
 log = Logger()
 T = TypeVar("T")
@@ -48,6 +53,8 @@ LISTEN_BACKLOG = 1024
 """Listen backlog added to endpoint strings that name none (Twisted's default is 50)."""
 STORE_THREADS = 32
 """Worker threads for disk work: concurrent deliveries each wait in their own fsync."""
+WEB_THREADS = 4
+"""Worker threads reading and parsing messages for the web view."""
 AUTH_THREADS = max(1, (os.cpu_count() or 2) // 2)
 """Worker threads for bcrypt: half the cores, so password checks never starve the reactor."""
 
@@ -66,6 +73,10 @@ def build_service(config: Config, reactor: Any) -> IService:
     if checker is not None:
         auth_setup = AuthSetup(checker.offers_plaintext, FailureThrottle(reactor), reactor)
     portal = build_portal(store.maildir, config.mailsink.isolation, checker)
+    index = _index_service(config, store, metrics, reactor)
+    if index is not None:
+        index.setServiceParent(top)
+        _web_listeners(config, index.index, checker, metrics, reactor, top)
     tls_context = _tls_context(config)
     smtp = config.enabled_listeners("smtp")
     for listener in smtp:
@@ -134,12 +145,81 @@ class StoreService(ThreadPoolService):
         super().startService()
 
 
+class IndexService(Service):
+    """The message index: started with the daemon (rebuilding in the background if it
+    must), told of each delivery, pruning by the retention settings."""
+
+    def __init__(self, index: MessageIndex, root: str, max_messages: int, max_age: int,
+                 metrics: Metrics) -> None:
+        self.index = index
+        self._root = root
+        self._retention = (max_messages, max_age)
+        self._metrics = metrics
+        index.subscribe(self._count)
+
+    def delivered(self, path: str) -> None:
+        """The store's hook: a message is durably in C{<mailbox>/new/}."""
+        mailbox_dir = os.path.dirname(os.path.dirname(path))
+        mailbox = "" if mailbox_dir == self._root else os.path.basename(mailbox_dir)
+        self.index.added(mailbox, path)
+
+    def startService(self) -> None:
+        super().startService()
+        self.index.start().addCallback(lambda _: self.index.start_pruning(*self._retention))
+        self.index.when_ready().addCallback(lambda _: self._count("ready", None))
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return self.index.stop()
+
+    def _count(self, kind: str, payload: Any) -> None:
+        self.index.counts(None).addCallback(lambda counts: self._metrics.messages.set(counts[0]))
+
+
+def _index_service(config: Config, store: StoreService, metrics: Metrics,
+                   reactor: Any) -> IndexService | None:
+    """An index when something reads it: a web listener, or retention limits."""
+    settings = config.mailsink
+    if not (config.enabled_listeners("web") or settings.max_messages or settings.max_age):
+        return None
+    index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor)
+    service = IndexService(index, settings.maildir, settings.max_messages, settings.max_age,
+                           metrics)
+    store.maildir.delivered = service.delivered
+    return service
+
+
+def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: Metrics,
+                   reactor: Any, parent: MultiService) -> None:
+    """One Klein site per [web] section (each may set its own auth), sharing the index."""
+    web = config.enabled_listeners("web")
+    if not web:
+        return
+    threads = ThreadPoolService("mailsink-web", WEB_THREADS, reactor)
+    threads.setServiceParent(parent)
+    hub = EventHub(reactor)
+    index.subscribe(hub.index_event)
+    reactor.callWhenRunning(hub.start)
+    for listener in web:
+        if listener.auth == "required" and checker is None:
+            raise ConfigError(listener.section, "auth", "is required but no credentials are "
+                              "configured; set [auth] password_file or accept_any, or "
+                              "MAILSINK_AUTH")
+        access = Access(listener.auth == "required", checker, config.mailsink.isolation,
+                        config.auth.admins)
+        app = WebApp(index, access, hub, metrics, threads.run_blocking, config.relay.host)
+        site = Site(app.resource())
+        site.displayTracebacks = False
+        for description in listener.endpoints:
+            ListenerService(listener, description, site, reactor).setServiceParent(parent)
+
+
 class ListenerService(StreamServerEndpointService):
     """Listens on one endpoint string; a port that cannot be bound stops start-up."""
 
     _raiseSynchronously = True
 
-    def __init__(self, listener: Listener, description: str, factory: Factory,
+    def __init__(self, listener: Listener, description: str, factory: Any,
                  reactor: IReactorCore) -> None:
         self.listener = listener
         self.description = _with_backlog(description)
@@ -207,14 +287,12 @@ def _credential_checker(config: Config, threads: ThreadPoolService) -> AnyOfChec
 def _refuse_missing_features(config: Config) -> None:
     """Settings this version accepts in the file but cannot honour yet."""
     for listener in config.listeners:
-        if listener.protocol != "smtp" and listener.enabled:
+        if listener.protocol in ("pop3", "imap") and listener.enabled:
             raise ConfigError(listener.section, "listen",
                               f"{listener.protocol} is not available in this version of "
                               "mailsink; leave listen empty")
     not_yet = {
         ("relay", "host"): bool(config.relay.host),
-        ("mailsink", "max_messages"): bool(config.mailsink.max_messages),
-        ("mailsink", "max_age"): bool(config.mailsink.max_age),
     }
     for (section, key), is_set in not_yet.items():
         if is_set:
