@@ -779,14 +779,18 @@ class LoadConfigTests(ConfigTestCase):
         self.assertNotIn("\n", str(error))
 
     def test_shippedFile(self) -> None:
-        """etc/mailsink.ini: three SMTP listeners on 127.0.0.1; POP3, IMAP and web off."""
+        """etc/mailsink.ini: three SMTP listeners and the web view on 127.0.0.1; POP3, IMAP
+        off."""
         config = load_config(str(SHIPPED_INI), {})
         self.assertEqual(
             [(x.section, x.endpoints, x.tls) for x in config.enabled_listeners("smtp")],
             [("smtp", ("tcp:1025:interface=127.0.0.1",), "starttls"),
              ("smtp:submission", ("tcp:1587:interface=127.0.0.1",), "starttls-required"),
              ("smtp:smtps", ("tcp:1465:interface=127.0.0.1",), "implicit")])
-        for protocol in ("pop3", "imap", "web"):
+        [web] = config.enabled_listeners("web")
+        self.assertEqual((web.section, web.endpoints, web.auth),
+                         ("web", ("tcp:8025:interface=127.0.0.1",), "none"))
+        for protocol in ("pop3", "imap"):
             with self.subTest(protocol=protocol):
                 [listener] = [x for x in config.listeners if x.protocol == protocol]
                 self.assertEqual(listener.section, protocol)
