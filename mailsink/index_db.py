@@ -78,6 +78,8 @@ class IndexStore:
         self._counts: dict[str, list[int]] = {}
         self._dups: dict[str, set[Loc]] = {}
         self._stored: dict[Loc, tuple[int, int]] | None = None
+        self._queued: set[Loc] = set()
+        """Files a rescan handed out to parse, not yet back: later rescans skip them."""
 
     # Life cycle.
 
@@ -107,33 +109,34 @@ class IndexStore:
         self.close()
         self._remove_files()
         self._dups.clear()
+        self._queued.clear()
         self._open()
         self._load()
 
     def _open(self) -> None:
-        conn = sqlite3.connect(self.db_path, timeout=10, check_same_thread=False)
-        self._conn = conn
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA cache_size = -16000")
+        conn = self._connect()
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if "meta" in tables:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is not None and row[0] == self.fingerprint:
                 return
             log.info("index {path} has another schema; rebuilding it", path=self.db_path)
-            conn.close()
-            self._conn = None
+            self.close()
             self._remove_files()
-            conn = self._conn = sqlite3.connect(self.db_path, timeout=10,
-                                                check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = self._connect()
         elif tables:
             raise sqlite3.DatabaseError("not an index database")
         conn.executescript(_SCHEMA)
         conn.execute("INSERT INTO meta VALUES ('schema', ?)", (self.fingerprint,))
         conn.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection in WAL mode; C{synchronous = NORMAL} is enough for a cache."""
+        conn = self._conn = sqlite3.connect(self.db_path, timeout=10, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -16000")
+        return conn
 
     def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm", "-journal"):
@@ -172,12 +175,21 @@ class IndexStore:
         stored, self._stored = self._stored, None
         diff = self.folders.scan(full, stored)
         changes = Changes()
-        self._apply(diff.appeared, diff.vanished, changes, check=False)
-        changes.to_parse.extend(loc for loc in diff.changed if loc not in changes.to_parse)
+        appeared = [loc for loc in diff.appeared if loc not in self._queued]
+        self._apply(appeared, diff.vanished, changes, check=False)
+        parse = set(changes.to_parse)
+        parse.update(loc for loc in diff.changed if loc not in self._queued)
+        # Newest first, so the first pages are right early in a cold build.
+        changes.to_parse = sorted(parse, key=_newest_first)
+        self._queued.update(changes.to_parse)
         return changes, sorted(self.folders.mailboxes)
 
-    def apply(self, appeared: Iterable[Loc], vanished: Iterable[Loc]) -> Changes:
-        """L{_apply} with a size/mtime check of files already indexed in the same place."""
+    def apply(self, appeared: list[Loc], vanished: Iterable[Loc]) -> Changes:
+        """
+        L{_apply} with a size/mtime check of files already indexed in the same place. The
+        caller parses and L{insert}s the files left to parse before anything else runs.
+        """
+        self._queued.difference_update(appeared)
         changes = Changes()
         self._apply(appeared, vanished, changes, check=True)
         return changes
@@ -496,6 +508,11 @@ def _scope(mailboxes: Collection[str] | None) -> tuple[str, list[str]]:
     if not chosen:
         return "0", []
     return f"mailbox IN ({', '.join('?' * len(chosen))})", chosen
+
+
+def _newest_first(loc: Loc) -> tuple[float, str]:
+    base = split_name(loc[2])[0]
+    return -received_at(base, 0.0), base
 
 
 def _to_summary(row: Any) -> Summary:

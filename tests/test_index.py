@@ -31,6 +31,7 @@ from mailsink.index_codec import (
     received_at,
     split_name,
 )
+from mailsink.index_db import IndexStore
 from mailsink.maildir import Maildir
 from mailsink.messages import Address, Facts, Transport
 
@@ -277,6 +278,20 @@ class BuildTests(IndexTestCase):
         self.assertEqual(facts_from_json(facts_to_json(facts)), facts)
         self.assertEqual(facts_from_json(facts_to_json(Facts())), Facts())
         self.assertEqual(facts_to_json(Facts()), "{}")
+
+    def test_rescan_hands_out_new_files_newest_first_and_once(self) -> None:
+        ids = [self.write(f"m{n}", when=BASE + n) for n in (5, 1, 9, 3)]
+        store = IndexStore(self.root, os.path.join(self.state, "index.sqlite3"))
+        store.open()
+        self.addCleanup(store.close)
+        changes, mailboxes = store.rescan(full=True)
+        self.assertEqual(mailboxes, [""])
+        self.assertEqual([loc[2] for loc in changes.to_parse],
+                         [ids[2], ids[0], ids[3], ids[1]])
+        again, _ = store.rescan(full=True)
+        self.assertEqual(again.to_parse, [])
+        store.apply(changes.to_parse[:1], [])
+        self.assertEqual(store.rescan(full=True)[0].to_parse, changes.to_parse[:1])
 
 
 class NameTests(TestCase):
