@@ -201,6 +201,9 @@ class IndexStore:
         renamed ones (mutt's new/X -> cur/X:2,S) move, gone ones are removed. With
         C{check}, an already indexed file whose size or mtime changed is parsed again.
         """
+        if not self._counts:  # nothing indexed (a cold build): every file is new
+            changes.to_parse.extend(appeared)
+            appeared = ()
         for loc in appeared:
             mid = message_id(split_name(loc[2])[0])
             row = self._loc_of(mid)
@@ -510,9 +513,8 @@ def _scope(mailboxes: Collection[str] | None) -> tuple[str, list[str]]:
     return f"mailbox IN ({', '.join('?' * len(chosen))})", chosen
 
 
-def _newest_first(loc: Loc) -> tuple[float, str]:
-    base = split_name(loc[2])[0]
-    return -received_at(base, 0.0), base
+def _newest_first(loc: Loc) -> float:
+    return -received_at(split_name(loc[2])[0], 0.0)
 
 
 def _to_summary(row: Any) -> Summary:
