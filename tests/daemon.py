@@ -3,7 +3,8 @@ Run the real mailsink daemon (C{twistd -n mailsink -c INI}) for end-to-end tests
 
 L{Daemon} writes an INI file into a temporary folder (listener sections without C{listen}
 get a free loopback port), starts twistd with its output in a log file there, waits until
-every listener answers, and stops it with SIGTERM (SIGKILL if that does not work).
+every listener answers (mail listeners greet; C{[web]} ones answer C{GET /readyz} with 200),
+and stops it with SIGTERM (SIGKILL if that does not work).
 L{Daemon.for_test} ties all of that to a test's cleanups; L{SharedDaemon} gives a TestCase
 class one daemon for all its tests.
 
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -40,6 +43,10 @@ POLL_INTERVAL = 0.05
 CERT_NAME = "mailsink-cert.pem"
 _LISTENER_SECTION = re.compile(r"(smtp|pop3|imap|web)(:.+)?")
 _TCP_PORT = re.compile(r"^tcp:(?:port=)?(\d+)")
+HTTP = "http"
+"""The readiness mode of C{[web]} listeners: C{GET /readyz} must answer 200."""
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""HTTP to the daemon on loopback, never through a proxy from the environment."""
 
 Sections = Mapping[str, Mapping[str, str]]
 
@@ -110,7 +117,8 @@ class Daemon:
 
     C{sections} become the INI file. C{[mailsink] maildir} and C{state_dir} default to
     C{mail} and C{state} in the folder; a listener section without C{listen} gets a free
-    port on 127.0.0.1 (see L{ports}).
+    port on 127.0.0.1 (see L{ports}). L{tls_modes} maps listener sections to their
+    C{tls} setting, or L{HTTP} for C{[web]} sections.
     """
 
     _running: ClassVar[set[Daemon]] = set()
@@ -134,7 +142,10 @@ class Daemon:
                 match = _TCP_PORT.match(keys["listen"])
                 if match:
                     self.ports[name] = int(match.group(1))
-                self.tls_modes[name] = keys.get("tls", "starttls")
+                if name.partition(":")[0] == "web":
+                    self.tls_modes[name] = HTTP
+                else:
+                    self.tls_modes[name] = keys.get("tls", "starttls")
         self.config_path = write_ini(os.path.join(self.root, "mailsink.ini"), self.sections)
         self.maildir = os.path.join(self.root, settings["maildir"])
         self.state_dir = os.path.join(self.root, settings["state_dir"])
@@ -179,7 +190,8 @@ class Daemon:
         """
         Wait until every port (default: all of L{ports}) accepts a connection and greets
         (over TLS for C{implicit} ones); a greeting proves the reactor runs, so start-up
-        work such as tidying C{tmp/} is done.
+        work such as tidying C{tmp/} is done. A port whose mode is L{HTTP} must instead
+        answer C{GET /readyz} with 200 (503 while the index is built: keep waiting).
         """
         if ports is None:
             ports = {port: self.tls_modes[name] for name, port in self.ports.items()}
@@ -196,6 +208,8 @@ class Daemon:
                     self.process.wait(timeout=POLL_INTERVAL)
 
     def _greets(self, port: int, mode: str, deadline: float) -> bool:
+        if mode == HTTP:
+            return self._http_ready(port, deadline)
         try:
             sock = socket.create_connection(
                 ("127.0.0.1", port), timeout=max(0.1, min(5.0, deadline - time.monotonic())))
@@ -218,6 +232,20 @@ class Daemon:
             return False
         finally:
             sock.close()
+
+    @staticmethod
+    def _http_ready(port: int, deadline: float) -> bool:
+        """C{GET /readyz} on C{port} answers 200 (a refused connection or 503: not yet)."""
+        timeout = max(0.1, min(5.0, deadline - time.monotonic()))
+        try:
+            with _DIRECT.open(f"http://127.0.0.1:{port}/readyz", timeout=timeout) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as error:
+            if error.code == 503:
+                return False
+            raise AssertionError(f"port {port}: GET /readyz answered {error.code}") from error
+        except OSError:
+            return False
 
     def _check_alive(self) -> None:
         if self.process is None:

@@ -1,0 +1,236 @@
+"""
+End-to-end test of the web view: the real daemon (C{twistd -n mailsink} with C{[smtp]} and
+C{[web]}), the real page in headless Chromium (Debian's C{/usr/bin/chromium}, driven by
+Playwright's Python package; no browser is ever downloaded), mail sent with smtplib.
+
+It checks what a user sees: the live indicator, a new message appearing without a reload in
+under a second after the 250 (the issue's figure), the message view with its HTML in a
+sandboxed iframe where the message's script does not run, the Transport and Raw tabs,
+deleting, and a screenshot.
+
+Without Chromium or Playwright the test is skipped, unless C{CI=true}: then it fails.
+This is a plain C{unittest} case: Playwright's sync API runs its own event loop and must not
+run inside a spinning Twisted reactor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import smtplib
+import tempfile
+import time
+import unittest
+import urllib.request
+from email.message import EmailMessage
+from typing import Any
+
+from daemon import Daemon
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+LAUNCH_TIMEOUT_MS = 20_000
+STEP_TIMEOUT_MS = 10_000
+"""Bound on every single Playwright wait or action."""
+HTTP_TIMEOUT = 10.0
+SMTP_TIMEOUT = 10.0
+APPEAR_LIMIT = 1.0
+"""Seconds from the 250 reply until the row is in the open page (the issue's figure)."""
+
+SUBJECT = "Web e2e: sandboxed HTML"
+SCRIPT = ("<script>document.title='pwned'; "
+          "fetch('/api/v1/messages', {method:'DELETE'})</script>")
+HTML = f"<html><body>{SCRIPT}<p id=\"hello\">Hello from SMTP</p></body></html>"
+TEXT = "Hello from SMTP (the text part)."
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Installed before the message is sent: the page's own clock notes when the first row
+# appears (Date.now() and Python's time.time() read the same wall clock).
+_WATCH_ROWS = """() => {
+  window.__rowSeenAt = null;
+  const seen = () => {
+    if (window.__rowSeenAt === null && document.querySelector('#message-list .message-row')) {
+      window.__rowSeenAt = Date.now();
+    }
+  };
+  new MutationObserver(seen).observe(document.getElementById('message-list'),
+                                     {childList: true, subtree: true});
+  seen();
+}"""
+
+_DEFINITIONS = """(dl) => {
+  const out = {};
+  for (const dt of dl.querySelectorAll('dt')) {
+    const dd = dt.nextElementSibling;
+    out[dt.textContent] = dd ? dd.textContent : null;
+  }
+  return out;
+}"""
+
+
+def load_playwright() -> Any:
+    """C{playwright.sync_api}, or skip (fail under CI) when it or Chromium is missing."""
+    problem = None
+    try:
+        from playwright import sync_api
+    except ImportError as error:
+        problem = f"the playwright package is not installed ({error})"
+    if problem is None and not os.access(CHROMIUM, os.X_OK):
+        problem = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(problem)
+        raise unittest.SkipTest(problem)
+    return sync_api
+
+
+def html_message() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Web Tester <app@example.com>"
+    message["To"] = "dev@example.com"
+    message["Subject"] = SUBJECT
+    message.set_content(TEXT)
+    message.add_alternative(HTML, subtype="html", cte="7bit")  # raw source shows it as is
+    return message
+
+
+class WebViewTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.sync_api = load_playwright()
+        self.daemon = Daemon.for_test(self, {
+            "smtp": {"tls": "none", "auth": "none"},
+            "web": {"auth": "none"},
+        })
+        self.base = f"http://127.0.0.1:{self.daemon.ports['web']}"
+        self.playwright = self.sync_api.sync_playwright().start()
+        self.addCleanup(self.playwright.stop)
+        browser = self.playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS)
+        self.addCleanup(browser.close)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(STEP_TIMEOUT_MS)
+        self.page = context.new_page()
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.deletes: list[str] = []
+        self.page.on("request", self._note_request)
+
+    def _note_request(self, request: Any) -> None:
+        if request.method == "DELETE":
+            self.deletes.append(f"{request.method} {request.url} from frame {request.frame.url}")
+
+    def api(self, path: str) -> Any:
+        with _DIRECT.open(self.base + path, timeout=HTTP_TIMEOUT) as response:
+            return json.load(response)
+
+    def total(self) -> int:
+        return int(self.api("/api/v1/messages")["total"])
+
+    def test_live_list_sandboxed_view_tabs_delete(self) -> None:
+        try:
+            self.check_page()
+        except BaseException:
+            print(f"page problems: {self.problems}\ndaemon log (tail):\n"
+                  f"{self.daemon.log_text()[-4000:]}")
+            raise
+
+    def check_page(self) -> None:
+        expect = self.sync_api.expect
+        page = self.page
+
+        # 2. The page, live.
+        page.goto(self.base + "/", wait_until="load")
+        live = page.locator("#live-indicator")
+        expect(live).to_have_text("live")
+        expect(live).to_have_class("live")
+        rows = page.locator("#message-list .message-row")
+        expect(rows).to_have_count(0)
+
+        # 3. A message over SMTP; its row appears without a reload.
+        page.evaluate(_WATCH_ROWS)
+        with smtplib.SMTP("127.0.0.1", self.daemon.ports["smtp"], local_hostname="web.e2e.test",
+                          timeout=SMTP_TIMEOUT) as client:
+            client.send_message(html_message(), from_addr="app@example.com",
+                                to_addrs=["dev@example.com"])
+            accepted_at = time.time()  # send_message returned: the 250 is in
+        expect(rows).to_have_count(1)
+        seen_at = page.evaluate("window.__rowSeenAt") / 1000.0
+        appeared = seen_at - accepted_at
+        print(f"\nthe new message's row appeared {appeared * 1000:.0f} ms after the 250")
+        self.assertLess(appeared, APPEAR_LIMIT,
+                        f"the row took {appeared:.3f} s to appear (limit {APPEAR_LIMIT} s)")
+        row = rows.first
+        message_id = row.get_attribute("data-id")
+        self.assertTrue(message_id)
+        expect(row).to_have_class(re.compile(r"\bunread\b"))
+        listed = self.api("/api/v1/messages")
+        self.assertEqual([m["ID"] for m in listed["messages"]], [message_id])
+
+        # The HTML view is served with a policy that blocks scripts.
+        with _DIRECT.open(f"{self.base}/view/{message_id}.html",
+                          timeout=HTTP_TIMEOUT) as response:
+            policy = response.headers["Content-Security-Policy"] or ""
+        self.assertIn("default-src 'none'", policy)
+        self.assertNotIn("script-src", policy)
+
+        # 4. Open it: subject, the sandboxed frame, the paragraph, no script, read.
+        row.click()
+        expect(page.locator("#message-view")).to_be_visible()
+        expect(page.locator("#message-subject")).to_have_text(SUBJECT)
+        expect(page.locator('[data-tab="html"]')).to_have_attribute("aria-selected", "true")
+        frame_element = page.locator("#html-frame")
+        expect(frame_element).to_be_visible()
+        expect(frame_element).to_have_attribute("src", f"/view/{message_id}.html")
+        sandbox = (frame_element.get_attribute("sandbox") or "").split()
+        self.assertNotIn("allow-scripts", sandbox)
+        self.assertNotIn("allow-same-origin", sandbox)
+        hello = page.frame_locator("#html-frame").locator("#hello")
+        expect(hello).to_have_text("Hello from SMTP")
+        frame = frame_element.element_handle().content_frame()
+        self.assertIsNotNone(frame)
+        self.assertTrue(frame.url.endswith(f"/view/{message_id}.html"), frame.url)
+        self.assertNotEqual(frame.title(), "pwned")
+        self.assertNotEqual(page.title(), "pwned")
+        expect(row).not_to_have_class(re.compile(r"\bunread\b"))
+        self.assertEqual(self.deletes, [])
+        self.assertEqual(self.total(), 1)
+
+        # 5. Transport and Raw tabs.
+        page.locator('[data-tab="transport"]').click()
+        expect(page.locator("#panel-transport")).to_be_visible()
+        transport = page.locator("#transport-list").evaluate(_DEFINITIONS)
+        self.assertEqual(transport.get("TLS"), "none (plaintext)", transport)
+        self.assertEqual(transport.get("Listener"), "smtp", transport)
+        self.assertEqual(transport.get("HELO/EHLO name"), "web.e2e.test", transport)
+        self.assertEqual(transport.get("Envelope from (MAIL FROM)"), "app@example.com",
+                         transport)
+        self.assertEqual(transport.get("Envelope recipients (RCPT TO)"), "dev@example.com",
+                         transport)
+        page.locator('[data-tab="raw"]').click()
+        raw = page.locator("#raw-body")
+        expect(raw).to_be_visible()
+        expect(raw).to_contain_text(f"Subject: {SUBJECT}")
+        expect(raw).to_contain_text(TEXT)
+        expect(raw).to_contain_text(HTML)
+
+        # 6. Delete it from the page.
+        page.locator("#btn-delete").click()
+        expect(rows).to_have_count(0)
+        expect(page.locator("#message-view")).to_be_hidden()
+        self.assertEqual(self.total(), 0)
+        self.assertEqual(len(self.deletes), 1, self.deletes)
+
+        # 7. A screenshot (to a temporary file, removed afterwards).
+        handle, shot = tempfile.mkstemp(prefix="mailsink-web-", suffix=".png")
+        os.close(handle)
+        self.addCleanup(os.unlink, shot)
+        page.screenshot(path=shot, full_page=True)
+        with open(shot, "rb") as stream:
+            png = stream.read()
+        self.assertTrue(png.startswith(b"\x89PNG\r\n\x1a\n"), png[:16])
+        self.assertGreater(len(png), 5000)
+        self.assertEqual(self.problems, [])
