@@ -20,6 +20,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -53,6 +54,8 @@ LISTEN_BACKLOG = 1024
 """Listen backlog added to endpoint strings that name none (Twisted's default is 50)."""
 STORE_THREADS = 32
 """Worker threads for disk work: concurrent deliveries each wait in their own fsync."""
+GAUGE_INTERVAL = 5.0
+"""Seconds between refreshes of the message-count gauge."""
 WEB_THREADS = 4
 """Worker threads reading and parsing messages for the web view."""
 AUTH_THREADS = max(1, (os.cpu_count() or 2) // 2)
@@ -155,7 +158,7 @@ class IndexService(Service):
         self._root = root
         self._retention = (max_messages, max_age)
         self._metrics = metrics
-        index.subscribe(self._count)
+        self._gauge = LoopingCall(self._count)
 
     def delivered(self, path: str) -> None:
         """The store's hook: a message is durably in C{<mailbox>/new/}."""
@@ -166,14 +169,19 @@ class IndexService(Service):
     def startService(self) -> None:
         super().startService()
         self.index.start().addCallback(lambda _: self.index.start_pruning(*self._retention))
-        self.index.when_ready().addCallback(lambda _: self._count("ready", None))
+        self.index.when_ready().addCallback(lambda _: self._gauge.start(GAUGE_INTERVAL))
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
+        if self._gauge.running:
+            self._gauge.stop()
         return self.index.stop()
 
-    def _count(self, kind: str, payload: Any) -> None:
-        self.index.counts(None).addCallback(lambda counts: self._metrics.messages.set(counts[0]))
+    def _count(self) -> Deferred[None]:
+        """Refresh the message-count gauge (periodically: one query, not one per event)."""
+        counted = self.index.counts(None)
+        counted.addCallback(lambda counts: self._metrics.messages.set(counts[0]))
+        return counted.addErrback(lambda failure: log.failure("counting failed", failure))
 
 
 def _index_service(config: Config, store: StoreService, metrics: Metrics,
