@@ -179,9 +179,10 @@ class IndexService(Service):
 
     def _count(self) -> Deferred[None]:
         """Refresh the message-count gauge (periodically: one query, not one per event)."""
-        counted = self.index.counts(None)
+        counted: Deferred[Any] = self.index.counts(None)
         counted.addCallback(lambda counts: self._metrics.messages.set(counts[0]))
-        return counted.addErrback(lambda failure: log.failure("counting failed", failure))
+        counted.addErrback(lambda failure: log.failure("counting failed", failure))
+        return counted
 
 
 def _index_service(config: Config, store: StoreService, metrics: Metrics,
