@@ -580,7 +580,8 @@ class ThrottleTests(AuthTestCase):
         # The third failure: while its reply waits, another client logs in at once.
         began = time.monotonic()
         bad.send(f"AUTH {wrong}\r\n")
-        time.sleep(0.2)  # the attempt reaches the daemon and starts waiting
+        # The attempt has reached the daemon and its reply waits: the failure is logged.
+        daemon.wait_for_log(lambda text: "failure 3 from this address" in text)
         good_began = time.monotonic()
         good = self.smtps(daemon)
         self.assertEqual(self.authenticate(good, "PLAIN", "bob", SECRET), OK)
