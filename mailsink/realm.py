@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsChecker
@@ -46,21 +46,44 @@ def mailbox_folder(user: str) -> str:
     return escaped
 
 
+Reader = Callable[[str, str], Any]
+"""Makes a reading avatar (POP3, IMAP) for a Maildir path and a user name."""
+
+
 @implementer(IRealm)
 class MailboxRealm:
-    """Anonymous senders deliver to the shared Maildir; users too, or to their own."""
+    """
+    Anonymous senders deliver to the shared Maildir; users too, or to their own. Readers
+    (POP3, IMAP) get the Maildir they may read: with C{isolation = user} their own, for
+    admins (and everyone otherwise) the shared one.
+    """
 
-    def __init__(self, shared: Maildir, isolation: str = "none") -> None:
+    def __init__(self, shared: Maildir, isolation: str = "none",
+                 admins: Collection[str] = ()) -> None:
         self.shared = shared
         self.isolation = isolation
+        self.admins = frozenset(admins)
+        self.readers: dict[Any, Reader] = {}
+        """Reading avatars by interface, registered by the services that serve them."""
         self._user_maildirs: dict[str, Maildir] = {}
+
+    def reading_path(self, user: str) -> str:
+        """The Maildir C{user} reads."""
+        if self.isolation == "user" and user not in self.admins:
+            return os.path.join(self.shared.path, mailbox_folder(user))
+        return self.shared.path
 
     def requestAvatar(
         self, avatarId: Any, mind: object, *interfaces: Any
     ) -> Deferred[Any]:
-        """Hand out a delivery avatar; an authenticated one knows its user."""
+        """Hand out a delivery avatar (an authenticated one knows its user) or a reader."""
+        for interface in interfaces:
+            if interface in self.readers and avatarId is not ANONYMOUS:
+                user = avatarId.decode("utf-8", "replace")
+                avatar = self.readers[interface](self.reading_path(user), user)
+                return succeed((interface, avatar, getattr(avatar, "logout", _nothing)))
         if IMailboxDelivery not in interfaces:
-            raise NotImplementedError("mailsink's realm only provides IMailboxDelivery")
+            raise NotImplementedError("no avatar for " + ", ".join(map(str, interfaces)))
         if avatarId is ANONYMOUS:
             return succeed((IMailboxDelivery, MaildirDelivery(self.shared), _nothing))
         user = avatarId.decode("utf-8", "replace")
@@ -85,9 +108,10 @@ def _nothing() -> None:
 
 
 def build_portal(shared: Maildir, isolation: str = "none",
-                 checker: ICredentialsChecker | None = None) -> Portal:
-    """Anonymous senders always get in; C{checker} vouches for everyone else."""
+                 checker: ICredentialsChecker | None = None,
+                 admins: Collection[str] = ()) -> Portal:
+    """Anonymous senders always get in (to deliver); C{checker} vouches for everyone else."""
     checkers: list[ICredentialsChecker] = [AllowAnonymousAccess()]
     if checker is not None:
         checkers.append(checker)
-    return Portal(MailboxRealm(shared, isolation), checkers)
+    return Portal(MailboxRealm(shared, isolation, admins), checkers)

@@ -75,7 +75,8 @@ def build_service(config: Config, reactor: Any) -> IService:
     auth_setup = None
     if checker is not None:
         auth_setup = AuthSetup(checker.offers_plaintext, FailureThrottle(reactor), reactor)
-    portal = build_portal(store.maildir, config.mailsink.isolation, checker)
+    portal = build_portal(store.maildir, config.mailsink.isolation, checker,
+                          config.auth.admins)
     index = _index_service(config, store, metrics, reactor)
     if index is not None:
         index.setServiceParent(top)

@@ -444,3 +444,21 @@ class UserNameTests(AuthTestCase):
                                          "127.0.0.1", "ESMTPA", user="u\nW: 4"), "h", "1.M1.h")
         self.assertEqual([line for line in headers.split(b"\n")
                           if line[:1] in (b"X", b"Y", b"Z", b"W")], [])
+
+
+class ReaderAvatarTests(TestCase):
+    """POP3 and IMAP avatars get the Maildir their user may read."""
+
+    def test_reading_path_by_isolation_and_admins(self) -> None:
+        from mailsink.realm import MailboxRealm
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        shared = Maildir(folder, maybeDeferred)
+        realm = MailboxRealm(shared, "user", admins=["boss"])
+        realm.readers[ISSLTransport] = lambda path, user: (path, user)
+        _, avatar, _ = self.successResultOf(
+            realm.requestAvatar(b"alice", None, ISSLTransport))
+        self.assertEqual(avatar, (os.path.join(folder, "alice"), "alice"))
+        _, avatar, _ = self.successResultOf(realm.requestAvatar(b"boss", None, ISSLTransport))
+        self.assertEqual(avatar, (folder, "boss"))
+        self.assertEqual(MailboxRealm(shared, "none").reading_path("alice"), folder)
