@@ -10,6 +10,7 @@ for anything else).
 
 from __future__ import annotations
 
+import importlib
 import os
 import resource
 from collections.abc import Callable
@@ -82,6 +83,11 @@ def build_service(config: Config, reactor: Any) -> IService:
         index.setServiceParent(top)
         _web_listeners(config, index.index, checker, metrics, reactor, top)
     tls_context = _tls_context(config)
+    for protocol in READER_PROTOCOLS:
+        listeners = config.enabled_listeners(protocol)
+        if listeners:
+            add_listeners = _reader_builder(protocol, listeners[0])
+            add_listeners(config, listeners, portal, tls_context, reactor, top, metrics)
     smtp = config.enabled_listeners("smtp")
     for listener in smtp:
         settings = SMTPSettings(
@@ -294,13 +300,26 @@ def _credential_checker(config: Config, threads: ThreadPoolService) -> AnyOfChec
     return AnyOfChecker(checkers) if checkers else None
 
 
+READER_PROTOCOLS = ("pop3", "imap")
+"""Protocols whose listeners come from C{mailsink.<protocol>.service.add_listeners}."""
+
+
+def _reader_builder(protocol: str, listener: Listener) -> Callable[..., None]:
+    """
+    The function that adds C{protocol}'s listening services:
+    C{add_listeners(config, listeners, portal, tls_context, reactor, parent, metrics)}.
+    """
+    try:
+        module = importlib.import_module(f"mailsink.{protocol}.service")
+    except ModuleNotFoundError:
+        raise ConfigError(listener.section, "listen", f"{protocol} is not available in this "
+                          "version of mailsink; leave listen empty") from None
+    builder: Callable[..., None] = module.add_listeners
+    return builder
+
+
 def _refuse_missing_features(config: Config) -> None:
     """Settings this version accepts in the file but cannot honour yet."""
-    for listener in config.listeners:
-        if listener.protocol in ("pop3", "imap") and listener.enabled:
-            raise ConfigError(listener.section, "listen",
-                              f"{listener.protocol} is not available in this version of "
-                              "mailsink; leave listen empty")
     not_yet = {
         ("relay", "host"): bool(config.relay.host),
     }
