@@ -23,28 +23,12 @@ from twisted.trial.unittest import TestCase
 
 from mailsink import mime
 from mailsink.auth.environment import EnvironmentChecker
+from mailsink.index import Page, Stats
 from mailsink.messages import Summary
 from mailsink.metrics import Metrics
 from mailsink.web.access import Access
 from mailsink.web.app import OPENAPI, WebApp
 from mailsink.web.events import EventHub
-
-
-@attrs.define
-class Page:
-    total: int
-    unread: int
-    matches: int
-    matches_unread: int
-    messages: list[Summary]
-
-
-@attrs.define
-class Stats:
-    path: str
-    size: int
-    total: int
-    unread: int
 
 
 class FakeIndex:
@@ -107,7 +91,7 @@ class FakeIndex:
     def stats(self, mailboxes: Any) -> Deferred[Stats]:
         visible = self._visible(mailboxes)
         return succeed(Stats("/x/index.sqlite3", 1234, len(visible),
-                             sum(not s.read for s in visible)))
+                             sum(not s.read for s in visible), 0, 0))
 
 
 def message_bytes(subject: str, html: str | None = None, attachment: bool = False) -> bytes:

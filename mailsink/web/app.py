@@ -8,6 +8,7 @@ off the reactor thread (C{run_blocking}); the index answers from its own thread.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -56,6 +57,21 @@ class NotFound(Exception):
     """No such message (or part) for this viewer."""
 
 
+def _for_viewer(route: Callable[..., Any]) -> Callable[..., Deferred[Any]]:
+    """Run C{route(self, request, viewer, ...)} once L{Access} knows who asks (else 401)."""
+
+    @functools.wraps(route)
+    @inlineCallbacks
+    def checked(self: WebApp, request: IRequest, *args: Any, **kwargs: Any) -> Any:
+        viewer = yield self.access.viewer(request)
+        if viewer is None:
+            return b"authentication required"
+        result = yield route(self, request, viewer, *args, **kwargs)
+        return result
+
+    return checked
+
+
 class WebApp:
     """Routes of the page and the API (see C{shared/mailpit-api.md})."""
 
@@ -87,11 +103,6 @@ class WebApp:
         request.setResponseCode(404)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"message not found"
-
-    @inlineCallbacks
-    def _viewer(self, request: IRequest) -> Any:
-        viewer = yield self.access.viewer(request)
-        return viewer
 
     def _json(self, request: IRequest, value: Any) -> bytes:
         request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
@@ -169,21 +180,17 @@ class WebApp:
     # Lists and search.
 
     @app.route("/api/v1/messages", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def list_messages(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def list_messages(self, request: IRequest, viewer: Viewer) -> Any:
         start, limit = page_arguments(request)
         page = yield self.index.page("", start, limit, viewer.mailboxes)
         return self._json(request, _page_json(page, start))
 
     @app.route("/api/v1/search", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def search(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def search(self, request: IRequest, viewer: Viewer) -> Any:
         start, limit = page_arguments(request)
         query = query_argument(request)
         if not query:
@@ -192,11 +199,9 @@ class WebApp:
         return self._json(request, _page_json(page, start))
 
     @app.route("/api/v1/messages", methods=["PUT"])
+    @_for_viewer
     @inlineCallbacks
-    def set_read(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def set_read(self, request: IRequest, viewer: Viewer) -> Any:
         body = json_body(request, required=True)
         read = body.get("Read")
         if not isinstance(read, bool):
@@ -208,22 +213,18 @@ class WebApp:
         return self._ok(request)
 
     @app.route("/api/v1/messages", methods=["DELETE"])
+    @_for_viewer
     @inlineCallbacks
-    def delete_messages(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def delete_messages(self, request: IRequest, viewer: Viewer) -> Any:
         ids = _ids(json_body(request, required=False))
         deleted = yield self.index.delete(ids or None, None, viewer.mailboxes)
         self.metrics.deleted.labels("api").inc(deleted)
         return self._ok(request)
 
     @app.route("/api/v1/search", methods=["DELETE"])
+    @_for_viewer
     @inlineCallbacks
-    def delete_search(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def delete_search(self, request: IRequest, viewer: Viewer) -> Any:
         query = query_argument(request)
         if not query:
             raise BadRequest("query is required")
@@ -234,11 +235,9 @@ class WebApp:
     # One message.
 
     @app.route("/api/v1/message/<string:message_id>", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def message(self, request: IRequest, message_id: str) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def message(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
         view = yield self._view(summary, viewer)
         if not summary.read:
@@ -246,21 +245,17 @@ class WebApp:
         return self._json(request, view.to_json(summary))
 
     @app.route("/api/v1/message/<string:message_id>/headers", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def headers(self, request: IRequest, message_id: str) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def headers(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
         view = yield self._view(summary, viewer)
         return self._json(request, view.headers)
 
     @app.route("/api/v1/message/<string:message_id>/raw", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def raw(self, request: IRequest, message_id: str) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def raw(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
         raw = yield self._raw(summary, viewer)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
@@ -270,11 +265,9 @@ class WebApp:
         return raw
 
     @app.route("/api/v1/message/<string:message_id>/part/<string:part_id>", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def part(self, request: IRequest, message_id: str, part_id: str) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def part(self, request: IRequest, viewer: Viewer, message_id: str, part_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
         raw = yield self._raw(summary, viewer)
         found = yield self.run_blocking(lambda: mime.part(raw, part_id))
@@ -288,11 +281,9 @@ class WebApp:
         return payload
 
     @app.route("/view/<string:name>", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def body_view(self, request: IRequest, name: str) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def body_view(self, request: IRequest, viewer: Viewer, name: str) -> Any:
         message_id, dot, kind = name.rpartition(".")
         if not dot or kind not in ("html", "txt"):
             raise NotFound(name)
@@ -310,11 +301,9 @@ class WebApp:
     # About the server.
 
     @app.route("/api/v1/info", methods=["GET"])
+    @_for_viewer
     @inlineCallbacks
-    def info(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    def info(self, request: IRequest, viewer: Viewer) -> Any:
         stats = yield self.index.stats(viewer.mailboxes)
         metrics = self.metrics
         return self._json(request, {
@@ -353,19 +342,13 @@ class WebApp:
     # Live updates.
 
     @app.route("/api/v1/events", methods=["GET"])
-    @inlineCallbacks
-    def events(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    @_for_viewer
+    def events(self, request: IRequest, viewer: Viewer) -> Any:
         return _EventStream(self.hub, viewer)
 
     @app.route("/api/events", methods=["GET"])
-    @inlineCallbacks
-    def events_websocket(self, request: IRequest) -> Any:
-        viewer = yield self._viewer(request)
-        if viewer is None:
-            return b"authentication required"
+    @_for_viewer
+    def events_websocket(self, request: IRequest, viewer: Viewer) -> Any:
         return WebSocketResource(cast(Any, _WebSocketFactory(self.hub, viewer)))
 
 
