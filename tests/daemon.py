@@ -224,7 +224,7 @@ class Daemon:
                 if not chunk:
                     return False
                 greeting += chunk
-            if not greeting.startswith(b"220"):
+            if not greeting.startswith((b"220", b"+OK", b"* OK")):  # SMTP, POP3, IMAP
                 raise AssertionError(f"port {port} greeted with {greeting!r}")
             sock.sendall(b"QUIT\r\n")
             return True
