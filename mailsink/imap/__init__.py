@@ -1,0 +1,1 @@
+"""IMAP4rev1 over the Maildir: C{twisted.mail.imap4} with a Maildir mailbox."""

@@ -1,0 +1,453 @@
+"""
+The IMAP4rev1 server: C{twisted.mail.imap4.IMAP4Server} with mailsink's TLS and
+credential rules, IDLE that pushes new mail, and bad input answered without hanging up.
+
+- Before TLS (unless C{[auth] allow_insecure}): C{LOGINDISABLED}, no C{AUTH=} mechanism,
+  LOGIN and AUTHENTICATE refused. C{starttls-required} allows only CAPABILITY, STARTTLS,
+  NOOP and LOGOUT before TLS. Anything pipelined behind STARTTLS is thrown away (the
+  STARTTLS injection bug).
+- NOOP, CHECK and IDLE (every L{IDLE_POLL} seconds) rescan the Maildir and report
+  EXPUNGE, EXISTS and flag changes.
+- An over-long line gets C{* BAD} and is skipped; the connection stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+import attrs
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import interfaces
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+
+from mailsink.imap.mailbox import MaildirMailbox
+
+log = Logger()
+
+IDLE_POLL = 1.0
+"""Seconds between Maildir rescans while a client idles."""
+MAX_LINE = 65536
+"""Longest command line accepted (long UID sets need room)."""
+FETCH_SLICE = 2000
+"""Messages answered per reactor turn by a cheap FETCH."""
+SPEW_BREAK = 50
+"""Every this many messages, a FETCH yields to the reactor."""
+_CHEAP = frozenset({"flags", "uid", "rfc822size", "internaldate"})
+_BEFORE_STARTTLS = frozenset({b"CAPABILITY", b"STARTTLS", b"NOOP", b"LOGOUT"})
+
+
+@attrs.frozen
+class IMAPSettings:
+    """What one [imap] listener is told."""
+
+    hostname: str
+    listener: str
+    tls_mode: str
+    allow_insecure: bool
+    max_message_size: int
+
+
+class SinkIMAP4Server(imap4.IMAP4Server):
+    """One IMAP connection."""
+
+    MAX_LENGTH = MAX_LINE
+    _discarding = False
+    _idle_poll: LoopingCall | None = None
+    clock: Any = None
+    transport: Any
+    mbox: Any
+
+    def __init__(self, settings: IMAPSettings, portal: Any, tls_context: Any,
+                 scheduler: Any = None) -> None:
+        offer = tls_context if settings.tls_mode in ("starttls", "starttls-required") \
+            else None
+        super().__init__({b"PLAIN": imap4.PLAINCredentials}, offer,
+                         scheduler or self._run_steps)
+        self._spews = 0
+        self.settings = settings
+        self.portal = portal
+        self.IDENT = f"{settings.hostname} mailsink IMAP4rev1 ready".encode()
+
+    # TLS and credentials.
+
+    @property
+    def tls_active(self) -> bool:
+        return bool(self.startedTLS or
+                    interfaces.ISSLTransport(self.transport, None) is not None)
+
+    def _may_login(self) -> bool:
+        return self.tls_active or self.settings.allow_insecure
+
+    def capabilities(self) -> dict[bytes, Any]:
+        cap: dict[bytes, Any] = {}
+        if self._may_login():
+            cap[b"AUTH"] = [b"PLAIN"]
+        else:
+            cap[b"LOGINDISABLED"] = None
+        if self.ctx and self.canStartTLS and not self.tls_active:
+            cap[b"STARTTLS"] = None
+        cap[b"IDLE"] = None
+        cap[b"NAMESPACE"] = None
+        return cap
+
+    def dispatchCommand(self, tag: bytes, cmd: bytes, rest: bytes | None,
+                        uid: Any = None) -> Any:
+        if (self.settings.tls_mode == "starttls-required" and not self.tls_active
+                and cmd.upper() not in _BEFORE_STARTTLS):
+            self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] Must issue a STARTTLS "
+                                      b"command first")
+            return None
+        return super().dispatchCommand(tag, cmd, rest, uid)
+
+    def do_STARTTLS(self, tag: bytes) -> None:
+        if self.tls_active:
+            self.sendBadResponse(tag, b"TLS already active")
+            return
+        if not (self.ctx and self.canStartTLS):
+            self.sendNegativeResponse(tag, b"TLS not available")
+            return
+        self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
+        if self._buffer:
+            log.warn("[{listener}] {client} sent commands behind STARTTLS before TLS "
+                     "began; they were dropped", listener=self.settings.listener,
+                     client=self._client())
+        self._buffer = b""
+        self.transport.startTLS(self.ctx)
+        self.startedTLS = True
+
+    unauth_STARTTLS: Any = (do_STARTTLS,)
+
+    def do_LOGIN(self, tag: bytes, user: bytes, passwd: bytes) -> None:
+        if not self._may_login():
+            self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] LOGIN is disabled before "
+                                      b"STARTTLS")
+            return
+        super().do_LOGIN(tag, user, passwd)
+
+    unauth_LOGIN: Any = (do_LOGIN, imap4.IMAP4Server.arg_astring,
+                    imap4.IMAP4Server.arg_finalastring)
+
+    def do_AUTHENTICATE(self, tag: bytes, args: bytes) -> None:
+        if not self._may_login():
+            self.sendNegativeResponse(tag, b"[PRIVACYREQUIRED] AUTHENTICATE is disabled "
+                                      b"before STARTTLS")
+            return
+        super().do_AUTHENTICATE(tag, args)
+
+    unauth_AUTHENTICATE: Any = (do_AUTHENTICATE, imap4.IMAP4Server.arg_atom)
+
+    def authenticateLogin(self, user: bytes, passwd: bytes) -> Deferred[Any]:
+        login = maybeDeferred(super().authenticateLogin, user, passwd)
+        return login.addErrback(self._refused, user)
+
+    def _refused(self, failure: Failure, user: bytes) -> Failure:
+        if not failure.check(UnauthorizedLogin):
+            failure = Failure(UnauthorizedLogin(str(failure.value)))
+        log.info("[{listener}] {client} failed to log in as {user!r}",
+                 listener=self.settings.listener, client=self._client(),
+                 user=user.decode("utf-8", "replace"))
+        return failure
+
+    def _client(self) -> str:
+        peer = self.transport.getPeer()
+        return str(getattr(peer, "host", peer))
+
+    # Bad input.
+
+    def dataReceived(self, data: bytes) -> Any:
+        if self._discarding:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return None
+            self._discarding = False
+            data = data[newline + 1:]
+            if not data:
+                return None
+        return super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.sendBadResponse(None, b"Line too long")
+        end = line.find(b"\n")
+        if end < 0:
+            self._discarding = True
+            return
+        rest = line[end + 1:]
+        if rest:
+            super().dataReceived(rest)
+
+    def arg_literal(self, line: bytes) -> Any:
+        size = line[1:-1] if line[:1] == b"{" and line[-1:] == b"}" else b""
+        if size.isdigit() and int(size) > self.settings.max_message_size:
+            raise imap4.IllegalClientResponse(
+                f"Literal too large: at most {self.settings.max_message_size} octets")
+        return super().arg_literal(line)
+
+    auth_APPEND: Any = (imap4.IMAP4Server.do_APPEND, imap4.IMAP4Server.arg_astring,
+                        imap4.IMAP4Server.opt_plist, imap4.IMAP4Server.opt_datetime,
+                        arg_literal)
+    select_APPEND: Any = auth_APPEND
+
+    def _valid_set(self, tag: bytes, messages: imap4.MessageSet, uid: int) -> bool:
+        """Sequence numbers must exist (UIDs need not)."""
+        if uid:
+            return True
+        count = self.mbox.getMessageCount()
+        with contextlib.suppress(ValueError):
+            messages.last = count
+        for low, high in messages.ranges:
+            if low < 1 or high > count:
+                self.sendBadResponse(tag, b"Invalid message sequence number")
+                return False
+        return True
+
+    def do_FETCH(self, tag: bytes, messages: Any, query: Any, uid: int = 0) -> None:
+        if not self._valid_set(tag, messages, uid):
+            return
+        if query and all(part.type in _CHEAP for part in query):
+            self._cheap_fetch(tag, self.mbox.fetch(messages, uid), query, uid)
+            return
+        if self.mbox.isWriteable() and any(_reads_content(part) for part in query):
+            try:
+                self.mbox.store(messages, ["\\Seen"], 1, uid)
+            except OSError as error:
+                log.warn("[{listener}] could not mark messages seen: {error}",
+                         listener=self.settings.listener, error=error)
+        super().do_FETCH(tag, messages, query, uid)
+
+    def _cheap_fetch(self, tag: bytes, found: list[Any], query: Any, uid: int) -> None:
+        """FLAGS, UID, RFC822.SIZE, INTERNALDATE: written in slices, no per-item work."""
+        kinds = [part.type for part in query]
+        if uid and "uid" not in kinds:
+            kinds.append("uid")
+        mbox = self.mbox
+        position = 0
+
+        def item(kind: str, message: Any) -> bytes:
+            if kind == "flags":
+                return b"FLAGS (" + " ".join(message.getFlags()).encode() + b")"
+            if kind == "uid":
+                return b"UID %d" % (message.getUID(),)
+            if kind == "rfc822size":
+                return b"RFC822.SIZE %d" % (message.getSize(),)
+            chunks: list[bytes] = []
+            self.spew_internaldate(0, message, chunks.append)
+            return b"".join(chunks)
+
+        def step() -> None:
+            nonlocal position
+            if self.mbox is not mbox or self.transport is None:
+                return
+            lines = [b"* %d FETCH (%s)\r\n" % (seq, b" ".join(item(k, m) for k in kinds))
+                     for seq, m in found[position:position + FETCH_SLICE]]
+            self.transport.write(b"".join(lines))
+            position += FETCH_SLICE
+            if position < len(found):
+                self._call_later(0, step)
+                return
+            self.sendPositiveResponse(tag, b"FETCH completed")
+
+        step()
+
+    def _run_steps(self, steps: Any) -> Deferred[None]:
+        """
+        Run a FETCH response's steps at once, not one per reactor turn as Twisted's
+        default does; every L{SPEW_BREAK}th message goes through the reactor so the
+        per-message callback chain never grows deep.
+        """
+        done: Deferred[None] = Deferred()
+
+        def run() -> None:
+            try:
+                for step in steps:
+                    if isinstance(step, Deferred) and not step.called:
+                        step.addCallbacks(lambda _: run(), done.errback)
+                        return
+            except Exception:
+                done.errback(Failure())
+                return
+            done.callback(None)
+
+        self._spews += 1
+        if self._spews % SPEW_BREAK:
+            run()
+        else:
+            self._call_later(0, run)
+        return done
+
+    select_FETCH: Any = (do_FETCH, imap4.IMAP4Server.arg_seqset,
+                    imap4.IMAP4Server.arg_fetchatt)
+
+    def do_STORE(self, tag: bytes, messages: Any, mode: bytes, flags: Any,
+                 uid: int = 0) -> None:
+        if self._valid_set(tag, messages, uid):
+            super().do_STORE(tag, messages, mode, flags, uid)
+
+    select_STORE: Any = (do_STORE, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_atom,
+                    imap4.IMAP4Server.arg_flaglist)
+
+    def do_SEARCH(self, tag: bytes, charset: Any, query: Any, uid: int = 0) -> None:
+        """Search in slices (the reactor keeps serving others); always one C{* SEARCH}."""
+        mbox: Any = self.mbox
+        everything = imap4.MessageSet(1, None)
+        found: list[bytes] = []
+        messages = mbox.fetch(everything, uid=False)
+        last_seq = len(messages)
+        last_uid = messages[-1][1].getUID() if messages else 0
+        position = 0
+
+        def step() -> None:
+            nonlocal position
+            try:
+                for seq, message in messages[position:position + 500]:
+                    if self._searchFilter(_copy(query), seq, message, last_seq,
+                                          last_uid):
+                        found.append(b"%d" % (message.getUID() if uid else seq,))
+            except Exception as error:  # a query Twisted cannot evaluate
+                self.sendBadResponse(tag, b"Bad search: " + str(error).encode())
+                return
+            position += 500
+            if position < len(messages) and self.mbox is mbox:
+                self._call_later(0, step)
+                return
+            self.sendUntaggedResponse(b" ".join([b"SEARCH", *found]))
+            self.sendPositiveResponse(tag, b"SEARCH completed")
+
+        step()
+
+    _requiresLastMessageInfo: Any = {b"OR", b"NOT", b"UID", "OR", "NOT", "UID"}
+
+    def search_TEXT(self, query: Any, id: int, msg: Any) -> bool:
+        return _needle(query.pop(0)) in msg.open().read().lower()
+
+    def search_BODY(self, query: Any, id: int, msg: Any) -> bool:
+        return _needle(query.pop(0)) in msg.getBodyFile().read().lower()
+
+    select_SEARCH: Any = (do_SEARCH, imap4.IMAP4Server.opt_charset,
+                     imap4.IMAP4Server.arg_searchkeys)
+
+    def do_UID(self, tag: bytes, command: bytes, line: bytes) -> None:
+        command = command.upper()
+        if command not in (b"FETCH", b"STORE", b"SEARCH"):
+            raise imap4.IllegalClientResponse(command.decode("ascii", "replace"))
+        self.dispatchCommand(tag, command, line, uid=1)
+
+    select_UID: Any = (do_UID, imap4.IMAP4Server.arg_atom, imap4.IMAP4Server.arg_line)
+
+    # Keeping the client up to date.
+
+    def report_changes(self) -> None:
+        """Rescan the selected mailbox and tell the client what changed."""
+        mbox: Any = self.mbox
+        if not isinstance(mbox, MaildirMailbox):
+            return
+        try:
+            expunged, changed, exists = mbox.refresh()
+        except OSError as error:
+            log.warn("[{listener}] rescanning {path} failed: {error}",
+                     listener=self.settings.listener, path=mbox.path, error=error)
+            return
+        for seq in expunged:
+            self.sendUntaggedResponse(b"%d EXPUNGE" % (seq,))
+        if exists or expunged:
+            self.sendUntaggedResponse(b"%d EXISTS" % (mbox.getMessageCount(),))
+        for seq, flags in sorted(changed.items()):
+            encoded = b" ".join(flag.encode() for flag in flags)
+            self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s))" % (seq, encoded))
+
+    def do_NOOP(self, tag: bytes) -> None:
+        self.report_changes()
+        self.sendPositiveResponse(tag, b"NOOP completed")
+
+    unauth_NOOP: Any = (do_NOOP,)
+    auth_NOOP: Any = unauth_NOOP
+    select_NOOP: Any = unauth_NOOP
+
+    def do_CHECK(self, tag: bytes) -> None:
+        self.report_changes()
+        self.sendPositiveResponse(tag, b"CHECK completed")
+
+    select_CHECK: Any = (do_CHECK,)
+
+    def do_IDLE(self, tag: bytes) -> None:
+        super().do_IDLE(tag)
+        if self.mbox is not None:
+            self._idle_poll = LoopingCall(self.report_changes)
+            if self.clock is not None:
+                self._idle_poll.clock = self.clock
+            self._idle_poll.start(IDLE_POLL, now=True)
+
+    select_IDLE: Any = (do_IDLE,)
+    auth_IDLE: Any = select_IDLE
+
+    def parse_idle(self, *args: Any) -> None:
+        self._stop_idle()
+        line = args[0] if args else b""
+        if line.strip().upper() != b"DONE":
+            self.parseState = self.lastState
+            del self.lastState
+            self.sendBadResponse(self.parseTag, b"Expected DONE")
+            del self.parseTag
+            return
+        super().parse_idle(*args)
+
+    def _stop_idle(self) -> None:
+        if self._idle_poll is not None and self._idle_poll.running:
+            self._idle_poll.stop()
+        self._idle_poll = None
+
+    def _call_later(self, delay: float, call: Any) -> None:
+        if self.clock is not None:
+            self.clock.callLater(delay, call)
+        else:
+            from twisted.internet import reactor
+            reactor.callLater(delay, call)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._stop_idle()
+        if self.mbox is not None:
+            self.mbox.removeListener(self)
+            self.mbox = None
+        super().connectionLost(reason)
+
+
+def _copy(query: Any) -> Any:
+    """
+    A deep copy of a parsed search query (Twisted's filter consumes it), with words as
+    text (Twisted compares them with header text); sequence sets stay bytes.
+    """
+    copied: list[Any] = []
+    previous: Any = None
+    for item in query:
+        if isinstance(item, list):
+            copied.append(_copy(item))
+        elif isinstance(item, bytes) and not (
+                _SEQUENCE_SET.fullmatch(item) and str(previous).upper() not in _TEXT_KEYS):
+            copied.append(item.decode("utf-8", "replace"))
+        else:
+            copied.append(item)
+        previous = copied[-1]
+    return copied
+
+
+_SEQUENCE_SET = re.compile(rb"[0-9*:,]+")
+_TEXT_KEYS = frozenset({"BCC", "BODY", "CC", "FROM", "HEADER", "KEYWORD", "SUBJECT", "TEXT",
+                        "TO", "UNKEYWORD", "LARGER", "SMALLER"})
+
+
+def _reads_content(part: Any) -> bool:
+    """A FETCH item that sets \\Seen (RFC 3501 6.4.5): RFC822, RFC822.TEXT, BODY[...]."""
+    if part.type in ("rfc822", "rfc822text"):
+        return True
+    return part.type == "body" and not part.peek and bool(
+        part.header or part.text or part.mime or part.empty or part.part)
+
+
+def _needle(value: Any) -> bytes:
+    text = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return text.lower()

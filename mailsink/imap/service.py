@@ -1,0 +1,69 @@
+"""
+The [imap] and [imap:NAME] listeners: one L{IMAPFactory} per section, served on each of
+its endpoint strings (wrapped in TLS from the first byte for C{tls = implicit}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.mail import imap4
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from mailsink.config import Config, Listener
+from mailsink.imap.mailbox import MaildirAccount
+from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
+from mailsink.imap.uids import uid_map_for
+
+
+class IMAPFactory(ServerFactory):
+    """Builds one L{SinkIMAP4Server} per connection."""
+
+    noisy = False
+
+    def __init__(self, settings: IMAPSettings, portal: Any, tls_context: Any,
+                 clock: Any) -> None:
+        self.settings = settings
+        self.portal = portal
+        self.tls_context = tls_context
+        self.clock = clock
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        protocol = SinkIMAP4Server(self.settings, self.portal, self.tls_context)
+        protocol.factory = self
+        protocol.clock = self.clock
+        protocol.callLater = self.clock.callLater  # type: ignore[method-assign]
+        return protocol
+
+
+def register_reader(portal: Any, state_dir: str) -> None:
+    """Let the realm hand out IMAP accounts over the Maildir a user may read."""
+    def account(path: str, user: str) -> MaildirAccount:
+        return MaildirAccount(path, user, uid_map_for(state_dir, path))
+    portal.realm.readers[imap4.IAccount] = account
+
+
+def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Any,
+                  tls_context: Any, reactor: Any, parent: MultiService,
+                  metrics: Any = None) -> None:
+    """Add a listening service for every endpoint of every enabled IMAP section."""
+    from mailsink.service import ListenerService
+
+    register_reader(portal, config.mailsink.state_dir)
+    for listener in listeners:
+        settings = IMAPSettings(
+            hostname=config.mailsink.hostname,
+            listener=listener.section,
+            tls_mode=listener.tls,
+            allow_insecure=config.auth.allow_insecure,
+            max_message_size=config.mailsink.max_message_size,
+        )
+        factory = IMAPFactory(settings, portal, tls_context, reactor)
+        for description in listener.endpoints:
+            wrapped: Any = factory
+            if listener.tls == "implicit" and not description.startswith("ssl:"):
+                wrapped = TLSMemoryBIOFactory(tls_context, False, factory)
+            ListenerService(listener, description, wrapped, reactor).setServiceParent(parent)

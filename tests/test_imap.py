@@ -1,0 +1,344 @@
+"""
+The IMAP server in memory: L{SinkIMAP4Server} on a string transport over a temporary
+Maildir, with a real portal and realm.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Any
+
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from mailsink.imap import uids
+from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
+from mailsink.imap.service import register_reader
+from mailsink.maildir import Maildir
+from mailsink.realm import build_portal
+
+MESSAGE = (b"From: Alice <alice@example.com>\nTo: bob@example.com\nSubject: hello %d\n"
+           b"Date: Mon, 23 Nov 2026 10:00:00 +0000\n\nbody %d text\n")
+
+
+@implementer(ITLSTransport)
+class Transport(StringTransport):
+    """Drives pull producers at once; records STARTTLS."""
+
+    tls_started = False
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        super().registerProducer(producer, streaming)
+        if not streaming:
+            while self.producer is producer:
+                producer.resumeProducing()
+
+    def startTLS(self, context: Any) -> None:
+        self.tls_started = True
+
+
+class IMAPTestCase(TestCase):
+    def setUp(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="mailsink-imap-")
+        self.addCleanup(_rmtree, self.root)
+        self.maildir = os.path.join(self.root, "mail")
+        self.state = os.path.join(self.root, "state")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(self.maildir, sub))
+        uids._maps.clear()
+        self.addCleanup(uids._maps.clear)
+        self.clock = Clock()
+        self.counter = 0
+
+    def deliver(self, count: int = 1, flags: str | None = None) -> list[str]:
+        names = []
+        for _ in range(count):
+            self.counter += 1
+            name = f"{1700000000 + self.counter}.M{self.counter}P1Q1.host"
+            if flags is None:
+                path = os.path.join(self.maildir, "new", name)
+            else:
+                path = os.path.join(self.maildir, "cur", f"{name}:2,{flags}")
+            with open(path, "wb") as file:
+                file.write(MESSAGE % (self.counter, self.counter))
+            names.append(name)
+        return names
+
+    def connect(self, tls_mode: str = "starttls", allow_insecure: bool = True,
+                login: bool = True, max_message_size: int = 1000) -> Session:
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        portal = build_portal(Maildir(self.maildir, _no_threads), "none", checker)
+        register_reader(portal, self.state)
+        settings = IMAPSettings("mx.test", "imap", tls_mode, allow_insecure,
+                                max_message_size)
+        server = SinkIMAP4Server(settings, portal, object())
+        server.clock = self.clock
+        server.callLater = self.clock.callLater  # type: ignore[method-assign]
+        transport = Transport()
+        server.makeConnection(transport)
+        session = Session(server, transport, self.clock)
+        self.addCleanup(session.close)
+        session.greeting = session.read()
+        if login:
+            session.ok("a LOGIN alice secret")
+        return session
+
+    def on_disk(self) -> list[str]:
+        return sorted(os.listdir(os.path.join(self.maildir, "cur")) +
+                      os.listdir(os.path.join(self.maildir, "new")))
+
+
+class Session:
+    def __init__(self, server: SinkIMAP4Server, transport: Transport, clock: Clock) -> None:
+        self.server = server
+        self.transport = transport
+        self.clock = clock
+        self.greeting = b""
+
+    def read(self) -> bytes:
+        for _ in range(200):
+            self.clock.advance(0)
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def send(self, line: str | bytes) -> bytes:
+        data = line.encode() if isinstance(line, str) else line
+        self.server.dataReceived(data + b"\r\n")
+        return self.read()
+
+    def ok(self, line: str) -> bytes:
+        reply = self.send(line)
+        tag = line.split()[0].encode()
+        assert re.search(rb"(^|\n)" + tag + rb" OK", reply), reply
+        return reply
+
+    def close(self) -> None:
+        self.server.connectionLost(None)
+
+
+def _no_threads(work: Any) -> Any:
+    raise AssertionError("reading needs no store threads")
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class GreetingAndLogin(IMAPTestCase):
+    def test_logindisabled_before_tls(self) -> None:
+        session = self.connect(allow_insecure=False, login=False)
+        self.assertIn(b"LOGINDISABLED", session.greeting)
+        self.assertIn(b"STARTTLS", session.greeting)
+        self.assertNotIn(b"AUTH=PLAIN", session.greeting)
+        self.assertIn(b"a NO [PRIVACYREQUIRED]", session.send("a LOGIN alice secret"))
+        self.assertIn(b"b NO", session.send("b AUTHENTICATE PLAIN"))
+
+    def test_starttls_drops_injected_commands(self) -> None:
+        session = self.connect(allow_insecure=False, login=False)
+        reply = session.send(b"a STARTTLS\r\nb LOGIN alice secret")
+        self.assertIn(b"a OK", reply)
+        self.assertNotIn(b"b ", reply)
+        self.assertTrue(session.transport.tls_started)
+        self.assertEqual(session.server.state, "unauth")
+        caps = session.ok("c CAPABILITY")
+        self.assertIn(b"AUTH=PLAIN", caps)
+        self.assertNotIn(b"STARTTLS", caps)
+        self.assertNotIn(b"LOGINDISABLED", caps)
+        session.ok("d LOGIN alice secret")
+
+    def test_starttls_required(self) -> None:
+        session = self.connect(tls_mode="starttls-required", allow_insecure=True,
+                               login=False)
+        self.assertIn(b"a NO [PRIVACYREQUIRED]", session.send("a LOGIN alice secret"))
+        session.ok("b NOOP")
+        session.ok("c CAPABILITY")
+        session.ok("d STARTTLS")
+        session.ok("e LOGIN alice secret")
+
+    def test_wrong_password(self) -> None:
+        session = self.connect(login=False)
+        self.assertIn(b"a NO", session.send("a LOGIN alice wrong"))
+        self.assertEqual(session.server.state, "unauth")
+
+    def test_authenticate_plain(self) -> None:
+        session = self.connect(login=False)
+        self.assertTrue(session.send("a AUTHENTICATE PLAIN").startswith(b"+"))
+        import base64
+        reply = session.send(base64.b64encode(b"\0alice\0secret"))
+        self.assertIn(b"a OK", reply)
+        self.assertEqual(session.server.state, "auth")
+
+    def test_commands_before_login(self) -> None:
+        session = self.connect(login=False)
+        self.assertIn(b"a BAD", session.send("a SELECT INBOX"))
+        self.assertIn(b"b BAD", session.send("b FROBNICATE"))
+        session.ok("c NOOP")
+
+
+class Mailbox(IMAPTestCase):
+    def test_list_and_select(self) -> None:
+        self.deliver(3)
+        session = self.connect()
+        self.assertIn(b'* LIST (\\HasNoChildren) "/" "INBOX"', session.ok('a LIST "" "*"'))
+        reply = session.ok("b SELECT INBOX")
+        self.assertIn(b"* 3 EXISTS", reply)
+        self.assertIn(b"[UIDVALIDITY ", reply)
+        self.assertIn(b"[READ-WRITE]", reply)
+        self.assertIn(b"READ-ONLY", session.ok("c EXAMINE INBOX"))
+        self.assertIn(b"a NO", session.send("a SELECT Other"))
+
+    def test_uids_in_arrival_order_and_stable(self) -> None:
+        self.deliver(3)
+        session = self.connect()
+        reply = session.ok("b SELECT INBOX")
+        validity = re.search(rb"UIDVALIDITY (\d+)", reply)
+        reply = session.ok("c FETCH 1:* (UID)")
+        self.assertEqual(re.findall(rb"UID (\d+)", reply), [b"1", b"2", b"3"])
+        uids._maps.clear()  # as after a restart
+        session2 = self.connect()
+        reply2 = session2.ok("b SELECT INBOX")
+        self.assertEqual(validity.group(1) if validity else None,
+                         re.search(rb"UIDVALIDITY (\d+)", reply2).group(1))  # type: ignore[union-attr]
+        self.assertEqual(re.findall(rb"UID (\d+)", session2.ok("c FETCH 1:* (UID)")),
+                         [b"1", b"2", b"3"])
+
+    def test_uids_never_reused(self) -> None:
+        self.deliver(2)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        session.ok("b STORE 2 +FLAGS (\\Deleted)")
+        session.ok("c EXPUNGE")
+        self.deliver(1)
+        reply = session.ok("d NOOP")
+        self.assertIn(b"* 2 EXISTS", reply)
+        self.assertIn(b"UID 3", session.ok("e FETCH 2 (UID)"))
+
+    def test_fetch_items(self) -> None:
+        self.deliver(1)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        reply = session.ok("b FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)")
+        self.assertIn(b"FLAGS ()", reply)
+        self.assertIn(b'ENVELOPE ("Mon, 23 Nov 2026 10:00:00 +0000" "hello 1"', reply)
+        self.assertIn(b'BODYSTRUCTURE ("TEXT" "PLAIN"', reply.upper())
+        size = int(re.search(rb"RFC822.SIZE (\d+)", reply).group(1))  # type: ignore[union-attr]
+        expected = (MESSAGE % (1, 1)).replace(b"\n", b"\r\n")
+        self.assertEqual(size, len(expected))
+        reply = session.ok("c FETCH 1 (BODY.PEEK[])")
+        self.assertIn(expected, reply)
+        self.assertEqual(self.on_disk()[0].endswith(".host"), True)  # PEEK: not seen
+        reply = session.ok("d FETCH 1 (RFC822.HEADER BODY[HEADER.FIELDS (SUBJECT)] RFC822)")
+        self.assertIn(b"Subject: hello 1\r\n", reply)
+        self.assertIn(expected, reply)
+        self.assertIn(b"body 1 text\r\n", session.ok("e UID FETCH 1 (BODY[TEXT])"))
+        self.assertTrue(self.on_disk()[0].endswith(":2,S"))  # BODY[...]: seen
+
+    def test_store_flags_rename_files(self) -> None:
+        [name] = self.deliver(1)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        self.assertIn(b"FLAGS (\\Seen)", session.ok("b STORE 1 +FLAGS (\\Seen)"))
+        self.assertEqual(self.on_disk(), [name + ":2,S"])
+        session.ok("c STORE 1 +FLAGS.SILENT (\\Flagged \\Answered \\Draft)")
+        self.assertEqual(self.on_disk(), [name + ":2,DFRS"])
+        session.ok("d STORE 1 -FLAGS (\\Draft \\Seen)")
+        self.assertEqual(self.on_disk(), [name + ":2,FR"])
+        session.ok("e UID STORE 1 FLAGS (\\Deleted)")
+        self.assertEqual(self.on_disk(), [name + ":2,T"])
+        self.assertIn(b"* 1 EXPUNGE", session.ok("f EXPUNGE"))
+        self.assertEqual(self.on_disk(), [])
+
+    def test_flags_changed_by_another_program(self) -> None:
+        [name] = self.deliver(1)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        os.rename(os.path.join(self.maildir, "new", name),
+                  os.path.join(self.maildir, "cur", name + ":2,FS"))
+        reply = session.ok("b NOOP")
+        self.assertIn(b"* 1 FETCH (FLAGS (\\Flagged \\Seen))", reply)
+        os.unlink(os.path.join(self.maildir, "cur", name + ":2,FS"))
+        self.assertIn(b"* 1 EXPUNGE", session.ok("c NOOP"))
+
+    def test_search(self) -> None:
+        self.deliver(2)
+        self.deliver(1, flags="S")
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        self.assertIn(b"* SEARCH 1 2\r\n", session.ok("b SEARCH UNSEEN"))
+        self.assertIn(b"* SEARCH 3\r\n", session.ok("c SEARCH SEEN"))
+        self.assertIn(b"* SEARCH 1 2 3\r\n", session.ok("d SEARCH ALL"))
+        self.assertIn(b"* SEARCH 2\r\n", session.ok('e SEARCH SUBJECT "hello 2"'))
+        self.assertIn(b"* SEARCH 1 2 3\r\n", session.ok("f SEARCH FROM alice"))
+        self.assertIn(b"* SEARCH 1 2 3\r\n", session.ok("g SEARCH TO bob"))
+        self.assertIn(b"* SEARCH 3\r\n", session.ok("h SEARCH TEXT \"body 3\""))
+        self.assertIn(b"* SEARCH\r\n", session.ok("i SEARCH SUBJECT nothing"))
+        self.assertIn(b"* SEARCH 2 3\r\n", session.ok("j UID SEARCH UID 2:*"))
+        self.assertIn(b"* SEARCH 1 2 3\r\n", session.ok("k SEARCH SINCE 1-Jan-2000"))
+        self.assertIn(b"* SEARCH\r\n", session.ok("l SEARCH BEFORE 1-Jan-2000"))
+        self.assertIn(b"* SEARCH 1 2 3\r\n", session.ok("m SEARCH LARGER 10"))
+        self.assertIn(b"* SEARCH\r\n", session.ok("n SEARCH SMALLER 10"))
+
+    def test_status_close_idle(self) -> None:
+        self.deliver(2)
+        session = self.connect()
+        reply = session.ok("a STATUS INBOX (MESSAGES UNSEEN UIDNEXT)")
+        self.assertIn(b"MESSAGES 2", reply)
+        self.assertIn(b"UNSEEN 2", reply)
+        self.assertIn(b"UIDNEXT 3", reply)
+        session.ok("b SELECT INBOX")
+        session.ok("c STORE 1 +FLAGS (\\Deleted)")
+        session.ok("d CLOSE")
+        self.assertEqual(len(self.on_disk()), 1)
+        session.ok("e SELECT INBOX")
+        self.assertTrue(session.send("f IDLE").startswith(b"+"))
+        self.deliver(1)
+        self.clock.advance(1.0)
+        self.assertIn(b"* 2 EXISTS", session.read())
+        self.assertIn(b"f OK", session.send("DONE"))
+        session.ok("g LOGOUT")
+
+
+class BadInput(IMAPTestCase):
+    def test_bad_sequence_sets(self) -> None:
+        self.deliver(2)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        self.assertIn(b"b BAD", session.send("b FETCH 5 (FLAGS)"))
+        self.assertIn(b"c BAD", session.send("c FETCH x:y (FLAGS)"))
+        self.assertIn(b"d BAD", session.send("d STORE 0 +FLAGS (\\Seen)"))
+        self.assertNotIn(b"* ", session.ok("e UID FETCH 99 (FLAGS)"))
+        self.assertEqual(len(self.on_disk()), 2)
+        self.assertTrue(all(":2," not in name for name in self.on_disk()))
+
+    def test_long_line(self) -> None:
+        session = self.connect()
+        reply = session.send(b"a NOOP " + b"x" * 100_000)
+        self.assertIn(b"* BAD Line too long", reply)
+        session.ok("b NOOP")
+        session.server.dataReceived(b"c " + b"y" * 70_000)
+        session.server.dataReceived(b"y" * 1000 + b"\r\nd NOOP\r\n")
+        self.assertIn(b"d OK", session.read())
+
+    def test_big_literal(self) -> None:
+        session = self.connect(max_message_size=1000)
+        session.ok("a SELECT INBOX")
+        reply = session.send("b APPEND INBOX {5000}")
+        self.assertIn(b"b BAD", reply)
+        self.assertNotIn(b"+", reply.split(b" ")[0])
+        session.ok("c NOOP")
+        self.assertEqual(self.on_disk(), [])
+
+    def test_idle_needs_done(self) -> None:
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        session.send("b IDLE")
+        self.assertIn(b"b BAD", session.send("nonsense"))
+        session.ok("c NOOP")
