@@ -240,6 +240,16 @@ class AuthorizationTests(Base):
         self.assertEqual(reply, b"+OK \r\n")
         self.assertTrue(transport.connected)
 
+    def test_tls_hello_on_plaintext_port(self) -> None:
+        protocol, transport = self.connect()
+        events: list[dict[str, Any]] = []
+        from twisted.logger import globalLogPublisher
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        self.assertTrue(transport.disconnecting)
+        self.assertIn("POP3S", repr(events))
+
     def test_quit_before_login(self) -> None:
         protocol, transport = self.connect()
         reply = self.send(protocol, transport, b"QUIT\r\n")

@@ -39,6 +39,7 @@ from mailsink.auth.sasl import Plain, SASLError
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.metrics import Metrics
 from mailsink.pop3.mailbox import MaildirMailbox, MessageGone
+from mailsink.smtp.diagnostics import looks_like_tls_client_hello
 
 log = Logger()
 
@@ -66,6 +67,8 @@ class POP3Settings:
     tls_mode: str = "none"
     allow_insecure: bool = False
     idle_timeout: int = IDLE_TIMEOUT
+    implicit_listeners: str = ""
+    """The POP3S listeners, named in the warning for a TLS client on a plaintext port."""
 
 
 class Refused(Exception):
@@ -104,6 +107,7 @@ class SinkPOP3(POP3):
         self._user: bytes | None = None
         self._sasl: Plain | None = None
         self._quitting = False
+        self._first_bytes = True
 
     # Connection and input.
 
@@ -150,6 +154,19 @@ class SinkPOP3(POP3):
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        if self._first_bytes:
+            self._first_bytes = False
+            if not self.tls_active and looks_like_tls_client_hello(data):
+                where = (self.settings.implicit_listeners
+                         or "a listener with tls = implicit (add one)")
+                log.warn("[{listener}] {client} began a TLS handshake, but this listener "
+                         "speaks plain POP3 (STLS on request): the client is set to "
+                         "implicit TLS (POP3S, the port 995 style). Point it at {where}, "
+                         "or set its security to STARTTLS.",
+                         listener=self.settings.listener, client=self.client_address(),
+                         where=where)
+                self.transport.abortConnection()
+                return
         self.resetTimeout()
         self._buffer += data
         self._process()

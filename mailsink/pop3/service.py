@@ -33,6 +33,8 @@ def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Porta
     run_blocking = realm.shared.run_blocking
     realm.readers[IMailbox] = lambda path, user: MaildirMailbox(path, user, run_blocking)
     throttle = FailureThrottle(reactor)
+    implicit = " or ".join(f"[{x.section}] {' '.join(x.endpoints)}" for x in listeners
+                           if x.tls == "implicit")
     for listener in listeners:
         if listener.tls == "none" and not config.auth.allow_insecure:
             raise ConfigError(listener.section, "tls",
@@ -41,7 +43,8 @@ def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Porta
                               "or [auth] allow_insecure = true")
         settings = POP3Settings(hostname=config.mailsink.hostname, listener=listener.section,
                                 tls_mode=listener.tls,
-                                allow_insecure=config.auth.allow_insecure)
+                                allow_insecure=config.auth.allow_insecure,
+                                implicit_listeners=implicit)
         factory = POP3Factory(settings, portal, tls_context, reactor, throttle, metrics)
         for description in listener.endpoints:
             wrapped: Any = factory
