@@ -1,0 +1,217 @@
+"""
+IMAP end to end: the real twistd daemon on loopback ports; mail delivered with smtplib,
+read with imaplib (STARTTLS and implicit TLS), and with curl when it is installed.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+import uuid
+
+from daemon import Daemon, SharedDaemon, unverified_context
+from twisted.trial.unittest import TestCase
+
+CLIENT_TIMEOUT = 10.0
+TOOL_TIMEOUT = 30.0
+USER, PASSWORD = "alice", "secret"
+
+SECTIONS = {
+    "smtp": {"tls": "none"},
+    "imap": {"tls": "starttls"},
+    "imap:imaps": {"tls": "implicit"},
+}
+ENV = {"MAILSINK_AUTH": f"{USER}:{PASSWORD}"}
+
+
+def deliver(daemon: Daemon, tag: str) -> None:
+    text = (f"From: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: e2e {tag}\r\n"
+            f"Message-Id: <{tag}@e2e.test>\r\n\r\nHello {tag}\r\n")
+    with smtplib.SMTP("127.0.0.1", daemon.ports["smtp"], timeout=CLIENT_TIMEOUT) as smtp:
+        smtp.sendmail("sender@example.com", ["rcpt@example.com"], text.encode())
+
+
+def starttls_client(daemon: Daemon, login: bool = True) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", daemon.ports["imap"], timeout=CLIENT_TIMEOUT)
+    client.starttls(ssl_context=unverified_context())
+    if login:
+        client.login(USER, PASSWORD)
+    return client
+
+
+def implicit_client(daemon: Daemon) -> imaplib.IMAP4_SSL:
+    client = imaplib.IMAP4_SSL("127.0.0.1", daemon.ports["imap:imaps"],
+                               ssl_context=unverified_context(), timeout=CLIENT_TIMEOUT)
+    client.login(USER, PASSWORD)
+    return client
+
+
+def files(daemon: Daemon) -> list[str]:
+    return sorted(os.listdir(os.path.join(daemon.maildir, "cur")) +
+                  os.listdir(os.path.join(daemon.maildir, "new")))
+
+
+def find(daemon: Daemon, tag: str) -> int:
+    """The UID of the message tagged C{tag} (on the selected INBOX of a new session)."""
+    with implicit_client(daemon) as client:
+        client.select("INBOX")
+        typ, data = client.uid("SEARCH", "SUBJECT", f'"e2e {tag}"')
+        assert typ == "OK", data
+        return int(data[0].split()[-1])
+
+
+class IMAPEndToEnd(SharedDaemon, TestCase):
+    daemon_sections = SECTIONS
+
+    @classmethod
+    def _start_shared_daemon(cls) -> None:
+        if "daemon" in cls.__dict__:
+            return
+        daemon = Daemon(cls.daemon_sections, env=ENV)
+        cls.daemon = daemon
+        cls.addClassCleanup(daemon.close)
+        daemon.start()
+
+    def test_logindisabled_before_starttls(self) -> None:
+        client = imaplib.IMAP4("127.0.0.1", self.daemon.ports["imap"],
+                               timeout=CLIENT_TIMEOUT)
+        try:
+            self.assertIn("LOGINDISABLED", client.capabilities)
+            self.assertIn("STARTTLS", client.capabilities)
+            self.assertRaises(imaplib.IMAP4.error, client.login, USER, PASSWORD)
+            client.starttls(ssl_context=unverified_context())
+            self.assertNotIn("LOGINDISABLED", client.capabilities)
+            self.assertIn("AUTH=PLAIN", client.capabilities)
+            self.assertRaises(imaplib.IMAP4.error, client.login, USER, "wrong")
+            self.assertEqual(client.login(USER, PASSWORD)[0], "OK")
+        finally:
+            client.logout()
+
+    def test_read_mark_seen_delete(self) -> None:
+        tag = uuid.uuid4().hex
+        deliver(self.daemon, tag)
+        with starttls_client(self.daemon) as client:
+            typ, data = client.select("INBOX")
+            self.assertEqual(typ, "OK")
+            typ, data = client.uid("SEARCH", "UNSEEN", "SUBJECT", f'"e2e {tag}"')
+            [uid] = data[0].split()
+            typ, data = client.uid("FETCH", uid, "(FLAGS RFC822.SIZE BODY.PEEK[])")
+            self.assertEqual(typ, "OK")
+            self.assertIn(f"Hello {tag}".encode(), data[0][1])
+            self.assertIn(b"FLAGS ()", data[0][0])
+            [name] = [n for n in files(self.daemon) if _holds(self.daemon, n, tag)]
+            base = name.split(":")[0]
+            client.uid("STORE", uid, "+FLAGS", "(\\Seen)")
+            self.assertIn(base + ":2,S", files(self.daemon))
+            typ, data = client.uid("SEARCH", "UNSEEN", "SUBJECT", f'"e2e {tag}"')
+            self.assertEqual(data[0], b"")
+            client.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
+            self.assertIn(base + ":2,ST", files(self.daemon))
+            typ, data = client.expunge()
+            self.assertEqual(typ, "OK")
+            self.assertEqual([n for n in files(self.daemon) if n.startswith(base)], [])
+
+    def test_idle_gets_new_mail(self) -> None:
+        with implicit_client(self.daemon) as client:
+            _typ, data = client.select("INBOX")
+            exists = int(data[0])
+            client.send(b"i1 IDLE\r\n")
+            self.assertTrue(client.readline().startswith(b"+"))
+            tag = uuid.uuid4().hex
+            start = time.monotonic()
+            deliver(self.daemon, tag)
+            delivered = time.monotonic()
+            line = client.readline()
+            while b"EXISTS" not in line:
+                line = client.readline()
+            arrived = time.monotonic()
+            self.assertGreater(int(line.split()[1]), exists)
+            self.assertLess(arrived - delivered, 2.0, (start, delivered, arrived))
+            client.send(b"DONE\r\n")
+            line = client.readline()
+            while not line.startswith(b"i1 "):
+                line = client.readline()
+            self.assertTrue(line.startswith(b"i1 OK"), line)
+
+    def test_bad_input_keeps_connection(self) -> None:
+        with implicit_client(self.daemon) as client:
+            client.select("INBOX")
+            client.send(b"x1 FROBNICATE\r\n")
+            self.assertTrue(client.readline().startswith(b"x1 BAD"))
+            client.send(b"x2 FETCH 999999 (FLAGS)\r\n")
+            self.assertTrue(client.readline().startswith(b"x2 BAD"))
+            client.send(b"x3 NOOP " + b"a" * 200_000 + b"\r\n")
+            self.assertTrue(client.readline().startswith(b"* BAD"))
+            client.send(b"x4 APPEND INBOX {999999999}\r\n")
+            self.assertTrue(client.readline().startswith(b"x4 BAD"))
+            self.assertEqual(client.noop()[0], "OK")
+
+    def test_curl_lists_and_fetches(self) -> None:
+        curl = shutil.which("curl")
+        if curl is None:
+            self.skipTest("curl is not installed")
+        tag = uuid.uuid4().hex
+        deliver(self.daemon, tag)
+        uid = find(self.daemon, tag)
+        url = f"imap://127.0.0.1:{self.daemon.ports['imap']}"
+        common = [curl, "-sS", "--ssl-reqd", "-k", "--max-time", "20",
+                  "-u", f"{USER}:{PASSWORD}"]
+        listed = subprocess.run([*common, url + "/"], capture_output=True,
+                                timeout=TOOL_TIMEOUT, check=False)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn(b"INBOX", listed.stdout)
+        fetched = subprocess.run([*common, f"{url}/INBOX;UID={uid}"], capture_output=True,
+                                 timeout=TOOL_TIMEOUT, check=False)
+        self.assertEqual(fetched.returncode, 0, fetched.stderr)
+        self.assertIn(f"Hello {tag}".encode(), fetched.stdout)
+
+
+def _holds(daemon: Daemon, name: str, tag: str) -> bool:
+    sub = "cur" if ":2," in name else "new"
+    with open(os.path.join(daemon.maildir, sub, name), "rb") as file:
+        return tag.encode() in file.read()
+
+
+class IMAPRestart(TestCase):
+    def test_uids_and_uidvalidity_survive_restart(self) -> None:
+        daemon = Daemon.for_test(self, SECTIONS, env=ENV)
+        for n in range(3):
+            deliver(daemon, f"restart {n}")
+        with implicit_client(daemon) as client:
+            client.select("INBOX")
+            validity = client.untagged_responses.get("UIDVALIDITY", [b""])[0]
+            _typ, data = client.fetch("1:*", "(UID)")
+            before = re.findall(rb"UID (\d+)", b" ".join(data))
+        self.assertEqual(before, [b"1", b"2", b"3"])
+        self.assertTrue(validity.isdigit(), validity)
+        daemon.stop()
+        daemon.start()
+        deliver(daemon, "restart 3")
+        with implicit_client(daemon) as client:
+            client.select("INBOX")
+            self.assertEqual(client.untagged_responses.get("UIDVALIDITY", [b""])[0],
+                             validity)
+            _typ, data = client.fetch("1:*", "(UID)")
+            after = re.findall(rb"UID (\d+)", b" ".join(data))
+        self.assertEqual(after, [b"1", b"2", b"3", b"4"])
+
+    def test_plain_imap_without_tls_when_allowed(self) -> None:
+        daemon = Daemon.for_test(self, {"smtp": {"tls": "none"}, "imap": {"tls": "none"},
+                                        "auth": {"allow_insecure": "true"}}, env=ENV)
+        with socket.create_connection(("127.0.0.1", daemon.ports["imap"]),
+                                      timeout=CLIENT_TIMEOUT):
+            pass
+        client = imaplib.IMAP4("127.0.0.1", daemon.ports["imap"], timeout=CLIENT_TIMEOUT)
+        try:
+            self.assertNotIn("LOGINDISABLED", client.capabilities)
+            self.assertNotIn("STARTTLS", client.capabilities)
+            self.assertEqual(client.login(USER, PASSWORD)[0], "OK")
+            self.assertEqual(client.select("INBOX")[0], "OK")
+        finally:
+            client.logout()
