@@ -342,3 +342,22 @@ class BadInput(IMAPTestCase):
         session.send("b IDLE")
         self.assertIn(b"b BAD", session.send("nonsense"))
         session.ok("c NOOP")
+
+
+class Rescan(IMAPTestCase):
+    def age_folders(self) -> None:
+        old = os.stat(self.maildir).st_mtime - 60
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(self.maildir, sub), (old, old))
+
+    def test_unchanged_folders_are_not_rescanned(self) -> None:
+        self.deliver(1)
+        self.age_folders()
+        session = self.connect()
+        self.assertIn(b"* 1 EXISTS", session.ok("a SELECT INBOX"))
+        session.ok("b NOOP")
+        self.deliver(1)
+        self.age_folders()  # as if nothing changed: the scan is skipped
+        self.assertNotIn(b"EXISTS", session.ok("c NOOP"))
+        os.utime(os.path.join(self.maildir, "new"))
+        self.assertIn(b"* 2 EXISTS", session.ok("d NOOP"))

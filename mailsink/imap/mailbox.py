@@ -17,6 +17,7 @@ import email.policy
 import email.utils
 import io
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -141,6 +142,7 @@ class MaildirMailbox:
         self.entries: dict[int, Entry] = {}
         self.recent = 0
         self.listeners: list[Any] = []
+        self._scanned_stamps: tuple[int, ...] | None = None
 
     # Keeping up with the disk.
 
@@ -150,7 +152,11 @@ class MaildirMailbox:
         them: highest first), flags changed by others (new sequence number to flags), and
         the number of messages that exist when new ones arrived (else 0).
         """
+        stamps = self._stamps()
+        if stamps is not None and stamps == self._scanned_stamps:
+            return [], {}, 0  # neither folder changed since the last scan
         on_disk = scan(self.path)
+        self._scanned_stamps = stamps
         known = self.uid_map.lookup()
         fresh = [base for base in on_disk if base not in known]
         if fresh:
@@ -188,6 +194,21 @@ class MaildirMailbox:
                 self.recent += 1
         by_seq = {self.sequence(uid): flags for uid, flags in changed.items()}
         return expunged, by_seq, len(self.uids) if added else 0
+
+    def _stamps(self) -> tuple[int, ...] | None:
+        """
+        The folders' modification times, or None when they are too recent to trust
+        (a change in the same clock tick as the last scan would leave them equal).
+        """
+        stamps = []
+        for sub in ("new", "cur"):
+            try:
+                stamps.append(os.stat(os.path.join(self.path, sub)).st_mtime_ns)
+            except FileNotFoundError:
+                stamps.append(0)
+        if time.time_ns() - max(stamps) < 2_000_000_000:
+            return None
+        return tuple(stamps)
 
     def sequence(self, uid: int) -> int:
         """The sequence number of C{uid} (0 when this session does not hold it)."""
