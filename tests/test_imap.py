@@ -361,3 +361,35 @@ class Rescan(IMAPTestCase):
         self.assertNotIn(b"EXISTS", session.ok("c NOOP"))
         os.utime(os.path.join(self.maildir, "new"))
         self.assertIn(b"* 2 EXISTS", session.ok("d NOOP"))
+
+
+MULTIPART = (b"From: a@example.com\nTo: b@example.com\nSubject: parts\nMIME-Version: 1.0\n"
+             b"Content-Type: multipart/mixed; boundary=\"XX\"\n\npreamble\n--XX\n"
+             b"Content-Type: text/plain; charset=utf-8\n\nfirst part\n--XX\n"
+             b"Content-Type: text/html\n\n<p>second</p>\n--XX--\n")
+
+
+class Structure(IMAPTestCase):
+    def test_multipart_sections(self) -> None:
+        with open(os.path.join(self.maildir, "new", "1700000001.M1P1Q1.host"), "wb") as f:
+            f.write(MULTIPART)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        reply = session.ok("b FETCH 1 (BODYSTRUCTURE)").upper()
+        self.assertIn(b'("TEXT" "PLAIN"', reply)
+        self.assertIn(b'("TEXT" "HTML"', reply)
+        self.assertIn(b'"MIXED"', reply)
+        self.assertIn(b"{10}\r\nfirst part)", session.ok("c FETCH 1 (BODY.PEEK[1])"))
+        self.assertIn(b"{13}\r\n<p>second</p>)", session.ok("d FETCH 1 (BODY.PEEK[2])"))
+        self.assertIn(b"Content-Type: text/html", session.ok("e FETCH 1 (BODY.PEEK[2.MIME])"))
+
+    def test_moved_by_another_program_is_found(self) -> None:
+        names = self.deliver(3)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        for name in names:
+            os.rename(os.path.join(self.maildir, "new", name),
+                      os.path.join(self.maildir, "cur", name + ":2,S"))
+        reply = session.ok("b FETCH 1:* (BODY.PEEK[TEXT])")
+        for n in (1, 2, 3):
+            self.assertIn(b"body %d text" % (n,), reply)

@@ -350,7 +350,12 @@ class MaildirMailbox:
         path = os.path.join(self.path, entry.sub, entry.name)
         if os.path.exists(path):
             return path
-        where = scan(self.path).get(entry.base)
+        on_disk = scan(self.path)  # one scan finds every message that moved
+        for other in self.entries.values():
+            moved = on_disk.get(other.base)
+            if moved is not None:
+                other.sub, other.name = moved
+        where = on_disk.get(entry.base)
         if where is None:
             return None
         entry.sub, entry.name = where
