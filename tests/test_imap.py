@@ -393,3 +393,14 @@ class Structure(IMAPTestCase):
         reply = session.ok("b FETCH 1:* (BODY.PEEK[TEXT])")
         for n in (1, 2, 3):
             self.assertIn(b"body %d text" % (n,), reply)
+
+
+class Throttle(IMAPTestCase):
+    def test_failed_logins_are_slowed_down(self) -> None:
+        from mailsink.auth.throttle import FIRST_DELAY, FailureThrottle
+        session = self.connect(login=False)
+        session.server.throttle = FailureThrottle(self.clock)
+        self.assertNotIn(b"a NO", session.send("a LOGIN alice wrong"))
+        self.clock.advance(FIRST_DELAY)
+        self.assertIn(b"a NO", session.read())
+        session.ok("b LOGIN alice secret")

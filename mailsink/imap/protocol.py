@@ -21,11 +21,12 @@ import attrs
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from mailsink.auth.throttle import FailureThrottle
 from mailsink.imap.mailbox import MaildirMailbox
 
 log = Logger()
@@ -60,8 +61,10 @@ class SinkIMAP4Server(imap4.IMAP4Server):
     _discarding = False
     _idle_poll: LoopingCall | None = None
     clock: Any = None
+    throttle: FailureThrottle | None = None
     transport: Any
     mbox: Any
+    portal: Any
 
     def __init__(self, settings: IMAPSettings, portal: Any, tls_context: Any,
                  scheduler: Any = None) -> None:
@@ -71,7 +74,7 @@ class SinkIMAP4Server(imap4.IMAP4Server):
                          scheduler or self._run_steps)
         self._spews = 0
         self.settings = settings
-        self.portal = portal
+        self.portal = _ThrottledPortal(portal, self)
         self.IDENT = f"{settings.hostname} mailsink IMAP4rev1 ready".encode()
 
     # TLS and credentials.
@@ -142,17 +145,25 @@ class SinkIMAP4Server(imap4.IMAP4Server):
 
     unauth_AUTHENTICATE: Any = (do_AUTHENTICATE, imap4.IMAP4Server.arg_atom)
 
-    def authenticateLogin(self, user: bytes, passwd: bytes) -> Deferred[Any]:
-        login = maybeDeferred(super().authenticateLogin, user, passwd)
-        return login.addErrback(self._refused, user)
-
-    def _refused(self, failure: Failure, user: bytes) -> Failure:
+    def _refused(self, failure: Failure, user: Any) -> Any:
+        """A failed login: logged, answered NO after the throttle's delay."""
         if not failure.check(UnauthorizedLogin):
+            log.warn("[{listener}] checking credentials failed: {error}",
+                     listener=self.settings.listener, error=failure.value)
             failure = Failure(UnauthorizedLogin(str(failure.value)))
-        log.info("[{listener}] {client} failed to log in as {user!r}",
-                 listener=self.settings.listener, client=self._client(),
-                 user=user.decode("utf-8", "replace"))
-        return failure
+        client = self._client()
+        name = user.decode("utf-8", "replace") if isinstance(user, bytes) else str(user)
+        delay = self.throttle.failed(client) if self.throttle is not None else 0.0
+        log.warn("[{listener}] login failed for {user!r} from {client}",
+                 listener=self.settings.listener, user=name, client=client)
+        if not delay or self.clock is None:
+            return failure
+        return deferLater(self.clock, delay, lambda: failure)
+
+    def _logged_in(self, result: Any) -> Any:
+        if self.throttle is not None:
+            self.throttle.succeeded(self._client())
+        return result
 
     def _client(self) -> str:
         peer = self.transport.getPeer()
@@ -438,6 +449,19 @@ def _copy(query: Any) -> Any:
 _SEQUENCE_SET = re.compile(rb"[0-9*:,]+")
 _TEXT_KEYS = frozenset({"BCC", "BODY", "CC", "FROM", "HEADER", "KEYWORD", "SUBJECT", "TEXT",
                         "TO", "UNKEYWORD", "LARGER", "SMALLER"})
+
+
+class _ThrottledPortal:
+    """The portal, with failed logins (LOGIN and AUTHENTICATE alike) slowed down."""
+
+    def __init__(self, portal: Any, server: SinkIMAP4Server) -> None:
+        self.portal = portal
+        self.server = server
+
+    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Deferred[Any]:
+        login = maybeDeferred(self.portal.login, credentials, mind, *interfaces)
+        return login.addCallbacks(self.server._logged_in, self.server._refused,
+                                  errbackArgs=(getattr(credentials, "username", b""),))
 
 
 def _reads_content(part: Any) -> bool:

@@ -13,6 +13,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.mail import imap4
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from mailsink.auth.throttle import FailureThrottle
 from mailsink.config import Config, Listener
 from mailsink.imap.mailbox import MaildirAccount
 from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
@@ -30,11 +31,13 @@ class IMAPFactory(ServerFactory):
         self.portal = portal
         self.tls_context = tls_context
         self.clock = clock
+        self.throttle = FailureThrottle(clock)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         protocol = SinkIMAP4Server(self.settings, self.portal, self.tls_context)
         protocol.factory = self
         protocol.clock = self.clock
+        protocol.throttle = self.throttle
         protocol.callLater = self.clock.callLater  # type: ignore[method-assign]
         return protocol
 
