@@ -87,11 +87,15 @@ class StartupErrorTests(TestCase):
         self.assert_one_line(output, rf"mailsink: \[mailsink\]: cannot read "
                                      rf"{re.escape(missing)}: No such file or directory")
 
-    def test_pop3_not_available(self) -> None:
+    def test_pop3_without_credentials(self) -> None:
         output = self.refused({"smtp": plain_smtp(), "pop3": {"listen": loopback_endpoint(
             free_port())}})
-        self.assert_one_line(output, r"mailsink: \[pop3\] listen: pop3 is not available in "
-                                     r"this version")
+        self.assert_one_line(output, r"mailsink: \[pop3\] listen: POP3 needs credentials")
+
+    def test_relay_not_available(self) -> None:
+        output = self.refused({"smtp": plain_smtp(), "relay": {"host": "smtp.example.com"}})
+        self.assert_one_line(output, r"mailsink: \[relay\] host: is not available in this "
+                                     r"version")
 
     def test_smtp_auth_required_without_credentials(self) -> None:
         output = self.refused({"smtp:submission": {**plain_smtp(), "tls": "starttls-required",
