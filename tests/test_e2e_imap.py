@@ -215,3 +215,34 @@ class IMAPRestart(TestCase):
             self.assertEqual(client.select("INBOX")[0], "OK")
         finally:
             client.logout()
+
+
+class IMAPIsolation(TestCase):
+    def test_users_see_only_their_own_mailbox(self) -> None:
+        daemon = Daemon.for_test(
+            self, {"mailsink": {"isolation": "user"}, "smtp": {"tls": "none"},
+                   "imap": {"tls": "none"}, "auth": {"allow_insecure": "true"}},
+            env={"MAILSINK_AUTH": "alice:secret bob:hunter2"})
+        text = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: %s\r\n\r\nhi\r\n"
+        with smtplib.SMTP("127.0.0.1", daemon.ports["smtp"], timeout=CLIENT_TIMEOUT) as smtp:
+            smtp.login("alice", "secret")
+            smtp.sendmail("a@example.com", ["b@example.com"], text % b"for alice")
+        with smtplib.SMTP("127.0.0.1", daemon.ports["smtp"], timeout=CLIENT_TIMEOUT) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], text % b"shared")
+        seen = {}
+        for user, password in (("alice", "secret"), ("bob", "hunter2")):
+            client = imaplib.IMAP4("127.0.0.1", daemon.ports["imap"], timeout=CLIENT_TIMEOUT)
+            try:
+                client.login(user, password)
+                _typ, data = client.select("INBOX")
+                count = int(data[0])
+                subjects = b""
+                if count:
+                    _typ, fetched = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                    subjects = b"".join(p[1] for p in fetched if isinstance(p, tuple))
+                seen[user] = (count, subjects)
+            finally:
+                client.logout()
+        self.assertEqual(seen["alice"][0], 1)
+        self.assertIn(b"for alice", seen["alice"][1])
+        self.assertEqual(seen["bob"], (0, b""))
