@@ -779,8 +779,7 @@ class LoadConfigTests(ConfigTestCase):
         self.assertNotIn("\n", str(error))
 
     def test_shippedFile(self) -> None:
-        """etc/mailsink.ini: three SMTP listeners and the web view on 127.0.0.1; POP3, IMAP
-        off."""
+        """etc/mailsink.ini: three SMTP listeners, the web view, POP3 and IMAP on 127.0.0.1."""
         config = load_config(str(SHIPPED_INI), {})
         self.assertEqual(
             [(x.section, x.endpoints, x.tls) for x in config.enabled_listeners("smtp")],
@@ -790,11 +789,11 @@ class LoadConfigTests(ConfigTestCase):
         [web] = config.enabled_listeners("web")
         self.assertEqual((web.section, web.endpoints, web.auth),
                          ("web", ("tcp:8025:interface=127.0.0.1",), "none"))
-        for protocol in ("pop3", "imap"):
+        for protocol, port in (("pop3", 1110), ("imap", 1143)):
             with self.subTest(protocol=protocol):
-                [listener] = [x for x in config.listeners if x.protocol == protocol]
-                self.assertEqual(listener.section, protocol)
-                self.assertFalse(listener.enabled)
+                [listener] = config.enabled_listeners(protocol)
+                self.assertEqual((listener.section, listener.endpoints, listener.tls),
+                                 (protocol, (f"tcp:{port}:interface=127.0.0.1",), "starttls"))
         self.assertEqual(config.mailsink.maildir, str(SHIPPED_INI.parent.parent / "var" / "mail"))
         self.assertEqual(config.mailsink.hostname, "localhost")
         self.assertEqual((config.tls.cert, config.tls.key), ("", ""))
