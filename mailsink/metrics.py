@@ -24,12 +24,12 @@ class Metrics:
         self.rejected = Counter("mailsink_messages_rejected",
                                 "Messages refused (too big, bad lines, storage failures)",
                                 ["listener", "reason"], registry=self.registry)
-        self.connections = Gauge("mailsink_connections", "Open SMTP connections",
+        self.connections = Gauge("mailsink_connections", "Open connections (SMTP, POP3, IMAP)",
                                  ["listener"], registry=self.registry)
         self.tls_handshakes = Counter("mailsink_tls_handshakes",
                                       "Messages received over TLS, by TLS version",
                                       ["listener", "version"], registry=self.registry)
-        self.auth_failures = Counter("mailsink_auth_failures", "Failed SMTP AUTH attempts",
+        self.auth_failures = Counter("mailsink_auth_failures", "Failed logins (SMTP AUTH, POP3, IMAP)",
                                      ["listener"], registry=self.registry)
         self.messages = Gauge("mailsink_messages", "Messages in the index now",
                               registry=self.registry)
