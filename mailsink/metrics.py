@@ -29,7 +29,8 @@ class Metrics:
         self.tls_handshakes = Counter("mailsink_tls_handshakes",
                                       "Messages received over TLS, by TLS version",
                                       ["listener", "version"], registry=self.registry)
-        self.auth_failures = Counter("mailsink_auth_failures", "Failed logins (SMTP AUTH, POP3, IMAP)",
+        self.auth_failures = Counter("mailsink_auth_failures",
+                                     "Failed logins (SMTP AUTH, POP3, IMAP)",
                                      ["listener"], registry=self.registry)
         self.messages = Gauge("mailsink_messages", "Messages in the index now",
                               registry=self.registry)
