@@ -21,6 +21,7 @@ from mailsink.auth.accept_any import AcceptAnyChecker
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.maildir import Maildir
+from mailsink.pop3.factory import POP3Factory
 from mailsink.pop3.mailbox import (
     MaildirMailbox,
     dot_stuff,
@@ -28,7 +29,7 @@ from mailsink.pop3.mailbox import (
     top_of,
     uidl_for,
 )
-from mailsink.pop3.protocol import MAX_LINE, POP3Factory, POP3Settings
+from mailsink.pop3.protocol import MAX_LINE, POP3Settings
 from mailsink.realm import build_portal
 
 USERS = "alice:alice-secret bob:bob-secret"

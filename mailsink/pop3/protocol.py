@@ -18,26 +18,21 @@ mailsink's POP3 server: a subclass of Twisted's C{POP3} that closes the gaps Twi
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
-from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.logger import Logger
-from twisted.mail.pop3 import POP3, IMailbox
+from twisted.mail.pop3 import POP3
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsink.auth.sasl import Plain, SASLError
+from mailsink.auth.sasl import Plain
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.metrics import Metrics
+from mailsink.pop3.login import POP3Login, Refused
 from mailsink.pop3.mailbox import MaildirMailbox, MessageGone
 from mailsink.smtp.diagnostics import looks_like_tls_client_hello
 
@@ -71,16 +66,8 @@ class POP3Settings:
     """The POP3S listeners, named in the warning for a TLS client on a plaintext port."""
 
 
-class Refused(Exception):
-    """Answer the command with C{-ERR text}."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
 @implementer(IHandshakeListener)
-class SinkPOP3(POP3):
+class SinkPOP3(POP3Login, POP3):
     """A POP3 server over the Maildir (see the module docstring)."""
 
     transport: Any
@@ -110,21 +97,6 @@ class SinkPOP3(POP3):
         self._first_bytes = True
 
     # Connection and input.
-
-    @property
-    def tls_active(self) -> bool:
-        return ISSLTransport.providedBy(self.transport)
-
-    @property
-    def can_stls(self) -> bool:
-        return (self.settings.tls_mode in ("starttls", "starttls-required")
-                and self.tls_context is not None and not self.tls_active)
-
-    def login_allowed(self) -> bool:
-        """Passwords may be sent: over TLS, or in clear text when allowed."""
-        if self.tls_active:
-            return True
-        return self.settings.allow_insecure and self.settings.tls_mode != "starttls-required"
 
     def client_address(self) -> str:
         peer = self.transport.getPeer()
@@ -317,123 +289,6 @@ class SinkPOP3(POP3):
         self._user = None
         self.transport.startTLS(self.tls_context)
 
-    def _refuse_insecure(self) -> None:
-        if not self.login_allowed():
-            if self.can_stls:
-                raise Refused("[SYS/PERM] plaintext login is refused without TLS; "
-                              "issue STLS first")
-            raise Refused("[SYS/PERM] plaintext login is refused without TLS; use the "
-                          "POP3S (implicit TLS) listener or set [auth] allow_insecure")
-
-    def pop_USER(self, rest: bytes) -> None:
-        self._refuse_insecure()
-        user = rest.strip()
-        if not user or any(byte < 0x20 or byte == 0x7F for byte in user):
-            raise Refused("syntax: USER name")
-        self._user = user
-        self.reply_ok("send PASS")
-
-    def pop_PASS(self, rest: bytes) -> None:
-        self._refuse_insecure()
-        user, self._user = self._user, None
-        if user is None:
-            raise Refused("USER first")
-        self._login(UsernamePassword(user, rest), "USER/PASS")
-
-    def pop_AUTH(self, rest: bytes) -> None:
-        args = self._args(rest, 0, 2, "AUTH mechanism [initial-response]")
-        if not args:
-            self._refuse_insecure()
-            self.send_multiline("SASL mechanisms follow", [b"PLAIN"])
-            return
-        self._refuse_insecure()
-        if args[0].upper() != b"PLAIN":
-            raise Refused("unsupported SASL mechanism; PLAIN is offered")
-        self._sasl = Plain()
-        if len(args) == 1:
-            self.transport.write(b"+ \r\n")
-        else:
-            self._sasl_line(args[1])
-
-    def _sasl_line(self, line: bytes) -> None:
-        mechanism, self._sasl = self._sasl, None
-        assert mechanism is not None
-        line = line.strip()
-        if line == b"*":
-            self.reply_err("authentication cancelled")
-            return
-        try:
-            decoded = base64.b64decode(b"" if line == b"=" else line, validate=True)
-            credentials = mechanism.step(decoded)
-        except (binascii.Error, ValueError):
-            self.reply_err("invalid base64 in the SASL response")
-            return
-        except SASLError as error:
-            self.reply_err(error.text.split(" ", 1)[-1])
-            return
-        if not isinstance(credentials, UsernamePassword):
-            self.reply_err("invalid SASL PLAIN response")
-            return
-        self._login(credentials, "SASL PLAIN")
-
-    def _login(self, credentials: UsernamePassword, how: str) -> None:
-        user = credentials.username.decode("utf-8", "replace")
-        login = self.portal.login(credentials, None, IMailbox)
-        login.addCallback(self._logged_in, user, how)
-        login.addErrback(self._login_failed, user, how)
-        self._longOperation(login)
-
-    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], user: str,
-                   how: str) -> Deferred[None]:
-        _, mailbox, logout = result
-        self._onLogout = logout
-        if self.throttle is not None:
-            self.throttle.succeeded(self.client_address())
-
-        def opened(_: object) -> None:
-            self.mbox = mailbox
-            log.info("[{listener}] {client} logged in as {user} ({how}), {count} messages",
-                     listener=self.settings.listener, client=self.client_address(),
-                     user=user, how=how, count=len(mailbox.messages))
-            total = sum(m.size for m in mailbox.messages)
-            self.reply_ok(f"maildrop has {len(mailbox.messages)} messages ({total} octets)")
-
-        def failed(failure: Failure) -> None:
-            log.failure("[{listener}] cannot open the maildrop of {user}", failure,
-                        listener=self.settings.listener, user=user)
-            self._logout()
-            self.reply_err("[SYS/TEMP] cannot open the maildrop; try again later")
-
-        return mailbox.load().addCallbacks(opened, failed)
-
-    def _login_failed(self, failure: Failure, user: str, how: str) -> Deferred[None] | None:
-        if not failure.check(UnauthorizedLogin):
-            log.failure("[{listener}] checking credentials failed", failure,
-                        listener=self.settings.listener)
-            self.reply_err("[SYS/TEMP] temporary authentication failure")
-            return None
-        client = self.client_address()
-        self.metrics.auth_failures.labels(self.settings.listener).inc()
-        delay = 0.0
-        count = 1
-        if self.throttle is not None:
-            delay = self.throttle.failed(client)
-            count = self.throttle.failures(client)
-        log.warn("[{listener}] authentication failed for {user!r} from {client} "
-                 "({how}, failure {count} from this address)",
-                 listener=self.settings.listener, user=user, client=client, how=how,
-                 count=count)
-        answer = "[AUTH] authentication failed"
-        if self.clock is None or delay <= 0:
-            self.reply_err(answer)
-            return None
-        return deferLater(self.clock, delay, self.reply_err, answer)
-
-    def _logout(self) -> None:
-        if self._onLogout is not None:
-            logout, self._onLogout = self._onLogout, None
-            logout()
-
     # Transaction state.
 
     def pop_STAT(self, rest: bytes) -> None:
@@ -530,42 +385,3 @@ class SinkPOP3(POP3):
 
         self._quitting = True
         self._longOperation(maybeDeferred(mailbox.commit).addCallbacks(done, error))
-
-
-class _TooBusy(Protocol):
-    transport: Any
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"-ERR [SYS/TEMP] too many connections; try again later\r\n")
-        self.transport.loseConnection()
-
-
-class POP3Factory(ServerFactory):
-    """One L{SinkPOP3} per connection, all sharing the listener's settings."""
-
-    noisy = False
-
-    def __init__(self, settings: POP3Settings, portal: Any, tls_context: Any,
-                 clock: IReactorTime, throttle: FailureThrottle | None = None,
-                 metrics: Metrics | None = None,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
-        self.settings = settings
-        self.portal = portal
-        self.tls_context = tls_context
-        self.clock = clock
-        self.throttle = throttle
-        self.metrics = metrics or Metrics()
-        self.max_connections = max_connections
-        self.connections = 0
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        if self.connections >= self.max_connections:
-            log.warn("[{listener}] refused a connection from {client}: {limit} connections "
-                     "are open already", listener=self.settings.listener,
-                     client=getattr(addr, "host", addr), limit=self.max_connections)
-            return _TooBusy()
-        protocol = SinkPOP3(self.settings, self.portal, self.tls_context, self.throttle,
-                            self.clock, self.metrics)
-        protocol.factory = self
-        protocol.callLater = self.clock.callLater  # type: ignore[method-assign,assignment]
-        return protocol

@@ -15,8 +15,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.config import Config, ConfigError, Listener
 from mailsink.metrics import Metrics
+from mailsink.pop3.factory import POP3Factory
 from mailsink.pop3.mailbox import MaildirMailbox
-from mailsink.pop3.protocol import POP3Factory, POP3Settings
+from mailsink.pop3.protocol import POP3Settings
 
 
 def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Portal,
