@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 
 from daemon import Daemon, SharedDaemon, unverified_context
 from twisted.trial.unittest import TestCase
@@ -246,3 +247,100 @@ class IMAPIsolation(TestCase):
         self.assertEqual(seen["alice"][0], 1)
         self.assertIn(b"for alice", seen["alice"][1])
         self.assertEqual(seen["bob"], (0, b""))
+
+
+class IMAPAndWebReadState(TestCase):
+    """\\Seen over IMAP and Read in the web API are one state: the Maildir S flag."""
+
+    def test_read_state_is_shared(self) -> None:
+        daemon = Daemon.for_test(self, {"smtp": {"tls": "none"}, "imap": {"tls": "none"},
+                                        "auth": {"allow_insecure": "true"},
+                                        "web": {"auth": "none"}}, env=ENV)
+        api = f"http://127.0.0.1:{daemon.ports['web']}/api/v1"
+        tag = uuid.uuid4().hex
+        deliver(daemon, tag)
+        message_id = _api_id(api, tag)
+        self.assertFalse(_api_read(api, message_id))
+        client = imaplib.IMAP4("127.0.0.1", daemon.ports["imap"], timeout=CLIENT_TIMEOUT)
+        try:
+            client.login(USER, PASSWORD)
+            client.select("INBOX")
+            _typ, data = client.uid("SEARCH", "SUBJECT", f'"e2e {tag}"')
+            [uid] = data[0].split()
+            self.assertEqual(_imap_flags(client, uid), [])
+
+            self.assertEqual(client.uid("STORE", uid, "+FLAGS", "(\\Seen)")[0], "OK")
+            _poll(lambda: _api_read(api, message_id), "the API to show Read after STORE")
+
+            _api_call(api + "/messages", "PUT", {"IDs": [message_id], "Read": False})
+            self.assertFalse(_api_read(api, message_id))
+            _poll(lambda: "\\Seen" not in _imap_flags(client, uid),
+                  "IMAP to drop \\Seen after the API marked the message unread")
+
+            _api_call(f"{api}/message/{message_id}", "GET")
+            _poll(lambda: "\\Seen" in _imap_flags(client, uid),
+                  "IMAP to show \\Seen after the API read the message")
+            self.assertTrue(_api_read(api, message_id))
+        finally:
+            client.logout()
+
+
+def _api_call(url: str, method: str, body: object = None) -> object:
+    import json
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT) as response:
+        text = response.read()
+    return json.loads(text) if text.strip()[:1] in (b"{", b"[") else text
+
+
+def _api_summary(api: str, tag: str) -> dict[str, object] | None:
+    listed = _api_call(api + "/messages?limit=500", "GET")
+    assert isinstance(listed, dict), listed
+    for summary in listed["messages"]:
+        if summary.get("Subject") == f"e2e {tag}":
+            return dict(summary)
+    return None
+
+
+def _api_id(api: str, tag: str) -> str:
+    found: list[dict[str, object]] = []
+
+    def indexed() -> bool:
+        summary = _api_summary(api, tag)
+        if summary is not None:
+            found.append(summary)
+        return summary is not None
+
+    _poll(indexed, "the API to list the delivered message")
+    return str(found[0]["ID"])
+
+
+def _api_read(api: str, message_id: str) -> bool:
+    listed = _api_call(api + "/messages?limit=500", "GET")
+    assert isinstance(listed, dict), listed
+    [summary] = [s for s in listed["messages"] if s.get("ID") == message_id]
+    return bool(summary["Read"])
+
+
+def _imap_flags(client: imaplib.IMAP4, uid: bytes) -> list[str]:
+    """The message's flags, after a NOOP has let the session see others' changes."""
+    assert client.noop()[0] == "OK"
+    typ, data = client.uid("FETCH", uid, "(FLAGS)")
+    assert typ == "OK", data
+    line = b" ".join(d for d in data if isinstance(d, bytes))
+    found = re.findall(rb"FLAGS \(([^)]*)\)", line)  # the last is FETCH's own answer
+    assert found, data
+    return found[-1].decode().split()
+
+
+def _poll(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
