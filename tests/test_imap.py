@@ -8,16 +8,22 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
+import time
 from typing import Any
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.interfaces import ITLSTransport
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from mailsink.imap import uids
+from mailsink.imap import mailbox, uids
+from mailsink.imap.mailbox import inline
 from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
 from mailsink.imap.service import register_reader
 from mailsink.maildir import Maildir
@@ -71,10 +77,11 @@ class IMAPTestCase(TestCase):
         return names
 
     def connect(self, tls_mode: str = "starttls", allow_insecure: bool = True,
-                login: bool = True, max_message_size: int = 1000) -> Session:
+                login: bool = True, max_message_size: int = 1000,
+                run: Any = inline) -> Session:
         checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
         portal = build_portal(Maildir(self.maildir, _no_threads), "none", checker)
-        register_reader(portal, self.state)
+        register_reader(portal, self.state, run)
         settings = IMAPSettings("mx.test", "imap", tls_mode, allow_insecure,
                                 max_message_size)
         server = SinkIMAP4Server(settings, portal, object())
@@ -404,3 +411,125 @@ class Throttle(IMAPTestCase):
         self.clock.advance(FIRST_DELAY)
         self.assertIn(b"a NO", session.read())
         session.ok("b LOGIN alice secret")
+
+
+class Held:
+    """A L{mailbox.Run} that keeps each call until the test lets it run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, call: Any, *args: Any) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        self.calls.append((call, args, done))
+        return done
+
+    def names(self) -> list[str]:
+        return [call.__name__ for call, _args, _done in self.calls]
+
+    def release_all(self) -> None:
+        """Run the calls kept so far (not those they lead to)."""
+        calls, self.calls = self.calls, []
+        for call, args, done in calls:
+            maybeDeferred(call, *args).chainDeferred(done)
+
+
+class OffTheReactor(IMAPTestCase):
+    """Scans, sizes, renames and unlinks run through the mailbox's runner (threads)."""
+
+    def test_select_waits_and_later_commands_queue(self) -> None:
+        self.deliver(3)
+        held = Held()
+        session = self.connect(run=held)
+        reply = session.send(b"a SELECT INBOX\r\nb FETCH 1:* (UID RFC822.SIZE)\r\nc NOOP")
+        self.assertEqual(reply, b"")  # nothing answered: the scan has not run
+        self.assertEqual(held.names(), ["open_maildir"])
+        held.release_all()
+        reply = session.read()
+        self.assertIn(b"a OK", reply)
+        self.assertEqual(held.names(), ["_fetch_and_measure"])  # sizes: in a worker too
+        self.assertNotIn(b"b OK", reply)
+        held.release_all()
+        reply = session.read()
+        self.assertEqual(held.names(), ["rescan"])
+        self.assertIn(b"* 3 FETCH (UID 3 RFC822.SIZE ", reply)
+        self.assertNotIn(b"c OK", reply)
+        held.release_all()
+        self.assertIn(b"c OK", session.read())
+
+    def test_noop_reports_before_its_ok(self) -> None:
+        self.deliver(1)
+        held = Held()
+        session = self.connect(run=held)
+        session.send("a SELECT INBOX")
+        held.release_all()
+        session.read()
+        self.deliver(1)
+        self.assertEqual(session.send("b NOOP"), b"")
+        held.release_all()
+        reply = session.read()
+        self.assertLess(reply.index(b"* 2 EXISTS"), reply.index(b"b OK"))
+
+    def test_store_and_expunge_in_workers(self) -> None:
+        self.deliver(2)
+        held = Held()
+        session = self.connect(run=held)
+        session.send("a SELECT INBOX")
+        held.release_all()
+        session.read()
+        self.assertEqual(session.send("b STORE 1:2 +FLAGS (\\Deleted)"), b"")
+        self.assertEqual(held.names(), ["_rename_all"])
+        held.release_all()
+        self.assertIn(b"b OK", session.read())
+        self.assertEqual(session.send("c EXPUNGE"), b"")
+        self.assertEqual(held.names(), ["_unlink_all"])
+        held.release_all()
+        reply = session.read()
+        self.assertIn(b"* 2 EXPUNGE\r\n* 1 EXPUNGE\r\nc OK", reply)
+        self.assertEqual(self.on_disk(), [])
+
+    def test_content_read_in_worker(self) -> None:
+        self.deliver(1)
+        held = Held()
+        session = self.connect(run=held)
+        session.send("a SELECT INBOX")
+        held.release_all()
+        session.read()
+        self.assertEqual(session.send("b FETCH 1 (BODY.PEEK[TEXT])"), b"")
+        self.assertEqual(held.names(), ["_load"])
+        held.release_all()
+        self.assertIn(b"body 1 text", session.read())
+
+    @inlineCallbacks
+    def test_slow_scan_does_not_hold_up_other_sessions(self) -> Any:
+        """A scan stuck in a worker thread: another connection's NOOP is answered."""
+        self.deliver(3)
+        stuck, entered = threading.Event(), threading.Event()
+        real_scan = mailbox.scan
+
+        def slow_scan(path: str) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                entered.set()
+                stuck.wait(10)
+            return real_scan(path)
+
+        self.patch(mailbox, "scan", slow_scan)
+        self.addCleanup(stuck.set)
+        other = self.connect()  # runs inline: on this (the reactor's) thread
+        other.ok("a SELECT INBOX")
+        slow = self.connect(run=deferToThread)
+        slow.server.dataReceived(b"s SELECT INBOX\r\n")
+        yield deferToThread(entered.wait, 10)
+        self.assertTrue(entered.is_set())
+        start = time.monotonic()
+        self.assertIn(b"b OK NOOP", other.ok("b NOOP"))
+        self.assertLess(time.monotonic() - start, 0.5)
+        self.assertNotIn(b"s OK", slow.read())
+        stuck.set()
+        deadline = time.monotonic() + 10
+        reply = b""
+        while b"s OK" not in reply and time.monotonic() < deadline:
+            yield deferLater(reactor, 0.01, lambda: None)
+            reply += slow.read()
+        self.assertIn(b"* 3 EXISTS", reply)
+        self.assertIn(b"s OK [READ-WRITE] SELECT successful", reply)

@@ -5,6 +5,12 @@ selecting session, each with its own view of sequence numbers), and the messages
 Flags live only in the Maildir file names (C{:2,FLAGS}): C{\\Seen} is C{S}, C{\\Deleted}
 C{T}, C{\\Flagged} C{F}, C{\\Answered} C{R}, C{\\Draft} C{D}; setting flags renames the
 file into C{cur/}. UIDs come from a L{UidMap} kept in the state folder.
+
+Nothing here touches the disk on the reactor thread in proportion to the number or size of
+messages: listing the folders, giving UIDs, reading sizes and dates, renaming and unlinking
+run through C{run} (a worker thread in the daemon, see L{mailsink.imap.service}) and only
+hand back results; the session's state (its message list, sequence numbers) is changed on
+the reactor thread from those results.
 """
 
 from __future__ import annotations
@@ -18,13 +24,22 @@ import email.utils
 import io
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from mailsink.imap.uids import UidMap, base_name
+from mailsink.imap.uids import UidMap, base_name, uid_map_for
+
+Run = Callable[..., "Deferred[Any]"]
+"""Runs a blocking call elsewhere (a worker thread) and gives its result as a Deferred."""
+
+
+def inline(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    """A L{Run} for tests: the call runs at once, on the calling thread."""
+    return maybeDeferred(call, *args, **kwargs)
 
 FLAG_LETTERS = {"\\Seen": "S", "\\Deleted": "T", "\\Flagged": "F", "\\Answered": "R",
                 "\\Draft": "D"}
@@ -56,6 +71,225 @@ def scan(path: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+class Snapshot:
+    """What a scan found: base name to (UID, C{cur} or C{new}, file name)."""
+
+    __slots__ = ("next_uid", "on_disk", "stamps")
+
+    def __init__(self, on_disk: dict[str, tuple[int, str, str]],
+                 stamps: tuple[int, ...] | None, next_uid: int) -> None:
+        self.on_disk = on_disk
+        self.stamps = stamps
+        self.next_uid = next_uid
+
+
+def folder_stamps(path: str) -> tuple[int, ...] | None:
+    """
+    The folders' modification times, or None when they are too recent to trust
+    (a change in the same clock tick as the last scan would leave them equal).
+    """
+    stamps = []
+    for sub in ("new", "cur"):
+        try:
+            stamps.append(os.stat(os.path.join(path, sub)).st_mtime_ns)
+        except FileNotFoundError:
+            stamps.append(0)
+    if time.time_ns() - max(stamps) < 2_000_000_000:
+        return None
+    return tuple(stamps)
+
+
+def read_disk(path: str, uid_map: UidMap,
+              previous: tuple[int, ...] | None) -> Snapshot | None:
+    """
+    (Worker thread.) List the Maildir and give UIDs to new messages; None when neither
+    folder changed since the scan that saw the stamps C{previous}.
+    """
+    stamps = folder_stamps(path)
+    if stamps is not None and stamps == previous:
+        return None
+    found = scan(path)
+    with uid_map.lock:
+        known = uid_map.lookup()
+        fresh = [base for base in found if base not in known]
+        if fresh:
+            uid_map.assign(fresh)
+            known = uid_map.by_base
+        on_disk = {base: (known[base], sub, name) for base, (sub, name) in found.items()
+                   if base in known}
+        next_uid = uid_map.next_uid
+    return Snapshot(on_disk, stamps, next_uid)
+
+
+class Changes:
+    """A session's messages after a rescan, and what to tell its client."""
+
+    __slots__ = ("added", "changed", "entries", "expunged", "next_uid", "recent", "stamps",
+                 "uids")
+
+    def __init__(self, uids: list[int], entries: dict[int, Entry], expunged: list[int],
+                 changed: dict[int, list[str]], added: bool, recent: int,
+                 stamps: tuple[int, ...] | None, next_uid: int) -> None:
+        self.uids = uids
+        self.entries = entries
+        self.expunged = expunged
+        self.changed = changed
+        self.added = added
+        self.recent = recent
+        self.stamps = stamps
+        self.next_uid = next_uid
+
+
+def rescan(path: str, uid_map: UidMap, previous: tuple[int, ...] | None, uids: list[int],
+           entries: dict[int, Entry]) -> Changes | None:
+    """
+    (Worker thread.) Scan the Maildir and work out a session's new message list from its
+    current one (C{uids}, C{entries}: read, never changed; entries that changed are new
+    objects). None when neither folder changed since the scan that saw C{previous}.
+    """
+    snapshot = read_disk(path, uid_map, previous)
+    if snapshot is None:
+        return None
+    on_disk = snapshot.on_disk
+    kept: list[int] = []
+    new_entries: dict[int, Entry] = {}
+    expunged: list[int] = []
+    changed_uids: dict[int, list[str]] = {}
+    for seq, uid in enumerate(uids, 1):
+        entry = entries[uid]
+        found = on_disk.get(entry.base)
+        if found is None or found[0] != uid:
+            expunged.append(seq)
+            continue
+        _uid, sub, name = found
+        if name != entry.name or sub != entry.sub:
+            if flags_of(name) != flags_of(entry.name):
+                changed_uids[uid] = flags_of(name)
+            entry = Entry(uid, entry.base, sub, name)
+        kept.append(uid)
+        new_entries[uid] = entry
+    added = sorted(found[0] for base, found in on_disk.items()
+                   if found[0] not in new_entries)
+    recent = 0
+    by_uid = {found[0]: (base, found[1], found[2]) for base, found in on_disk.items()} \
+        if added else {}
+    for uid in added:
+        base, sub, name = by_uid[uid]
+        new_entries[uid] = Entry(uid, base, sub, name)
+        if sub == "new":
+            recent += 1
+    if added and kept and added[0] < kept[-1]:
+        kept = sorted(kept + added)
+    else:
+        kept.extend(added)
+    changed = {}
+    if changed_uids:
+        position = {uid: seq for seq, uid in enumerate(kept, 1)}
+        changed = {position[uid]: flags for uid, flags in changed_uids.items()}
+    return Changes(kept, new_entries, expunged[::-1], changed, bool(added), recent,
+                   snapshot.stamps, snapshot.next_uid)
+
+
+def open_maildir(state_dir: str, path: str) -> tuple[UidMap, Changes | None]:
+    """(Worker thread.) The Maildir's UID map (read the first time) and a first scan."""
+    uid_map = uid_map_for(state_dir, path)
+    return uid_map, rescan(path, uid_map, None, [], {})
+
+
+def _where(path: str, sub: str, name: str, base: str,
+           scanned: dict[str, tuple[str, str]] | None
+           ) -> tuple[tuple[str, str] | None, dict[str, tuple[str, str]] | None]:
+    """
+    (Worker thread.) Where a message is now: (C{sub}, C{name}) if it is still there, else
+    found in a scan (made once, then passed back in as C{scanned}); None if gone.
+    """
+    if os.path.exists(os.path.join(path, sub, name)):
+        return (sub, name), scanned
+    if scanned is None:
+        scanned = scan(path)
+    return scanned.get(base), scanned
+
+
+Measured = tuple[dict[str, int], dict[str, float], dict[str, tuple[str, str]] | None]
+
+
+def measure(path: str, wanted: list[tuple[str, str, str]], sizes: bool,
+            dates: bool) -> Measured:
+    """
+    (Worker thread.) Sizes (with CRLF line ends) and modification times of messages given
+    as (base, sub, name); also the scan made if some had moved.
+    """
+    found_sizes: dict[str, int] = {}
+    found_dates: dict[str, float] = {}
+    scanned: dict[str, tuple[str, str]] | None = None
+    for base, sub, name in wanted:
+        where, scanned = _where(path, sub, name, base, scanned)
+        if where is None:
+            found_sizes[base], found_dates[base] = 0, 0.0
+            continue
+        full = os.path.join(path, *where)
+        try:
+            if sizes:
+                with open(full, "rb") as file:
+                    found_sizes[base] = len(_crlf(file.read()))
+            if dates:
+                found_dates[base] = os.stat(full).st_mtime
+        except FileNotFoundError:
+            found_sizes[base], found_dates[base] = 0, 0.0
+    return found_sizes, found_dates, scanned
+
+
+Loaded = tuple[tuple[str, str] | None, dict[str, tuple[str, str]] | None, bytes, "_Part",
+               float]
+
+
+def _load(path: str, sub: str, name: str, base: str) -> Loaded:
+    """(Worker thread.) Where a message is, its content (CRLF line ends), its parsed MIME
+    tree and its modification time."""
+    where, scanned = _where(path, sub, name, base, None)
+    raw, stamp = b"", 0.0
+    if where is not None:
+        try:
+            with open(os.path.join(path, *where), "rb") as file:
+                raw = file.read()
+                stamp = os.fstat(file.fileno()).st_mtime
+        except FileNotFoundError:
+            raw = b""
+    data = _crlf(raw)
+    return where, scanned, data, _parse(data), stamp
+
+
+def _rename_all(path: str, plan: list[tuple[int, str, str, str, str]]
+                ) -> tuple[dict[int, tuple[str, str]], OSError | None]:
+    """
+    (Worker thread.) Rename each (uid, base, sub, name, new info) into C{cur/} with its new
+    flags; the new (C{cur}, name) per UID done, and the error that stopped the rest.
+    """
+    done: dict[int, tuple[str, str]] = {}
+    scanned: dict[str, tuple[str, str]] | None = None
+    try:
+        for uid, base, sub, name, info in plan:
+            where, scanned = _where(path, sub, name, base, scanned)
+            if where is None:
+                continue
+            target = f"{base}:2,{info}"
+            os.rename(os.path.join(path, *where), os.path.join(path, "cur", target))
+            done[uid] = ("cur", target)
+    except OSError as error:
+        return done, error
+    return done, None
+
+
+def _unlink_all(path: str, doomed: list[tuple[str, str, str]]) -> None:
+    """(Worker thread.) Unlink messages given as (base, sub, name), wherever they are."""
+    scanned: dict[str, tuple[str, str]] | None = None
+    for base, sub, name in doomed:
+        where, scanned = _where(path, sub, name, base, scanned)
+        if where is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(path, *where))
+
+
 class Entry:
     """One message as a session knows it."""
 
@@ -72,13 +306,11 @@ class Entry:
 class MaildirAccount:
     """A user's view: one mailbox, INBOX, backed by one Maildir."""
 
-    def __init__(self, path: str, user: str, uid_map: UidMap) -> None:
+    def __init__(self, path: str, user: str, state_dir: str, run: Run = inline) -> None:
         self.path = path
         self.user = user
-        self.uid_map = uid_map
-
-    def _mailbox(self) -> MaildirMailbox:
-        return MaildirMailbox(self.path, self.uid_map)
+        self.state_dir = state_dir
+        self.run = run
 
     def listMailboxes(self, ref: str, wildcard: str) -> list[tuple[str, Any]]:
         pattern = (ref or "") + (wildcard or "")
@@ -89,13 +321,19 @@ class MaildirAccount:
             return [(INBOX, _MailboxInfo())]
         return []
 
-    def select(self, name: str, rw: bool = True) -> MaildirMailbox | None:
+    def select(self, name: str, rw: bool = True) -> Deferred[MaildirMailbox | None]:
+        """The mailbox, once a worker thread has read the UID map and listed the folders."""
         if name.upper() != INBOX:
-            return None
-        mailbox = self._mailbox()
-        mailbox.writeable = bool(rw)
-        mailbox.refresh()
-        return mailbox
+            return succeed(None)
+
+        def opened(found: tuple[UidMap, Changes | None]) -> MaildirMailbox:
+            uid_map, snapshot = found
+            mailbox = MaildirMailbox(self.path, uid_map, self.run)
+            mailbox.writeable = bool(rw)
+            mailbox.apply(snapshot)
+            return mailbox
+
+        return self.run(open_maildir, self.state_dir, self.path).addCallback(opened)
 
     def isSubscribed(self, name: str) -> bool:
         return name.upper() == INBOX
@@ -135,80 +373,50 @@ class MaildirMailbox:
 
     writeable = True
 
-    def __init__(self, path: str, uid_map: UidMap) -> None:
+    def __init__(self, path: str, uid_map: UidMap, run: Run = inline) -> None:
         self.path = path
         self.uid_map = uid_map
+        self.run = run
         self.uids: list[int] = []
         self.entries: dict[int, Entry] = {}
         self.recent = 0
+        self.next_uid = 1
         self.listeners: list[Any] = []
         self._scanned_stamps: tuple[int, ...] | None = None
 
     # Keeping up with the disk.
 
-    def refresh(self) -> tuple[list[int], dict[int, list[str]], int]:
+    def refresh(self) -> Deferred[tuple[list[int], dict[int, list[str]], int]]:
         """
-        Rescan the Maildir. Returns the sequence numbers expunged (in the order to report
-        them: highest first), flags changed by others (new sequence number to flags), and
-        the number of messages that exist when new ones arrived (else 0).
-        """
-        stamps = self._stamps()
-        if stamps is not None and stamps == self._scanned_stamps:
-            return [], {}, 0  # neither folder changed since the last scan
-        on_disk = scan(self.path)
-        self._scanned_stamps = stamps
-        known = self.uid_map.lookup()
-        fresh = [base for base in on_disk if base not in known]
-        if fresh:
-            self.uid_map.assign(fresh)
-            known = self.uid_map.by_base
-        seen = set()
-        expunged: list[int] = []
-        changed: dict[int, list[str]] = {}
-        for seq in range(len(self.uids), 0, -1):
-            uid = self.uids[seq - 1]
-            entry = self.entries[uid]
-            where = on_disk.get(entry.base)
-            if where is None or known.get(entry.base) != uid:
-                expunged.append(seq)
-                del self.entries[uid]
-                del self.uids[seq - 1]
-                continue
-            seen.add(entry.base)
-            if where[1] != entry.name or where[0] != entry.sub:
-                if flags_of(where[1]) != flags_of(entry.name):
-                    changed[uid] = flags_of(where[1])
-                entry.sub, entry.name = where
-        added = sorted((known[base], base) for base in on_disk
-                       if base not in seen and base in known)
-        last = self.uids[-1] if self.uids else 0
-        for uid, base in added:
-            sub, name = on_disk[base]
-            self.entries[uid] = Entry(uid, base, sub, name)
-            if uid > last:
-                self.uids.append(uid)
-                last = uid
-            else:
-                bisect.insort(self.uids, uid)
-            if sub == "new":
-                self.recent += 1
-        by_seq = {self.sequence(uid): flags for uid, flags in changed.items()}
-        return expunged, by_seq, len(self.uids) if added else 0
+        Rescan the Maildir and work out what changed (in a worker thread). Gives the
+        sequence numbers expunged (in the order to report them: highest first), flags
+        changed by others (new sequence number to flags), and the number of messages that
+        exist when new ones arrived (else 0).
 
-    def _stamps(self) -> tuple[int, ...] | None:
+        The session must not change its messages until this fires (its commands wait).
         """
-        The folders' modification times, or None when they are too recent to trust
-        (a change in the same clock tick as the last scan would leave them equal).
-        """
-        stamps = []
-        for sub in ("new", "cur"):
-            try:
-                stamps.append(os.stat(os.path.join(self.path, sub)).st_mtime_ns)
-            except FileNotFoundError:
-                stamps.append(0)
-        if time.time_ns() - max(stamps) < 2_000_000_000:
-            return None
-        return tuple(stamps)
+        return self.run(rescan, self.path, self.uid_map, self._scanned_stamps, self.uids,
+                        self.entries).addCallback(self.apply)
+
+    def apply(self, changes: Changes | None) -> tuple[list[int], dict[int, list[str]], int]:
+        """(Reactor thread.) Take in a rescan's result: see L{refresh}."""
+        if changes is None:
+            return [], {}, 0  # neither folder changed since the last scan
+        self._scanned_stamps = changes.stamps
+        self.next_uid = max(self.next_uid, changes.next_uid)
+        self.uids, self.entries = changes.uids, changes.entries
+        self.recent += changes.recent
+        return changes.expunged, changes.changed, len(self.uids) if changes.added else 0
+
+    def moved(self, scanned: dict[str, tuple[str, str]] | None) -> None:
+        """(Reactor thread.) Take in where a worker's scan found messages another program
+        renamed."""
+        if scanned is None:
+            return
+        for entry in self.entries.values():
+            where = scanned.get(entry.base)
+            if where is not None:
+                entry.sub, entry.name = where
 
     def sequence(self, uid: int) -> int:
         """The sequence number of C{uid} (0 when this session does not hold it)."""
@@ -229,7 +437,7 @@ class MaildirMailbox:
         return self.uid_map.validity
 
     def getUIDNext(self) -> int:
-        return max(self.uid_map.next_uid, (self.uids[-1] + 1) if self.uids else 1)
+        return max(self.next_uid, (self.uids[-1] + 1) if self.uids else 1)
 
     def getUID(self, message: int) -> int:
         return self.uids[message - 1]
@@ -241,7 +449,8 @@ class MaildirMailbox:
         return self.recent
 
     def getUnseenCount(self) -> int:
-        return sum(1 for e in self.entries.values() if "S" not in e.name.partition(":2,")[2])
+        return sum(1 for e in list(self.entries.values())
+                   if "S" not in e.name.partition(":2,")[2])
 
     def isWriteable(self) -> bool:
         return self.writeable
@@ -249,7 +458,12 @@ class MaildirMailbox:
     def destroy(self) -> None:
         raise imap4.MailboxException("INBOX cannot be deleted")
 
-    def requestStatus(self, names: Iterable[str]) -> dict[str, int]:
+    def requestStatus(self, names: Iterable[str]) -> Deferred[dict[str, int]]:
+        """(In a worker thread: counting UNSEEN grows with the mailbox; STATUS's mailbox
+        is its own, shared with no session.)"""
+        return self.run(self._status, list(names))
+
+    def _status(self, names: list[str]) -> dict[str, int]:
         values = {"MESSAGES": self.getMessageCount, "RECENT": self.getRecentCount,
                   "UIDNEXT": self.getUIDNext, "UIDVALIDITY": self.getUIDValidity,
                   "UNSEEN": self.getUnseenCount}
@@ -274,21 +488,24 @@ class MaildirMailbox:
     def addMessage(self, message: Any, flags: Iterable[str] = (), date: Any = None) -> Any:
         raise imap4.MailboxException("APPEND is not supported; deliver by SMTP")
 
-    def expunge(self) -> list[int]:
-        """Unlink every \\Deleted message; their sequence numbers, highest first."""
-        gone = []
-        for seq in range(len(self.uids), 0, -1):
-            entry = self.entries[self.uids[seq - 1]]
-            if "T" not in entry.name.partition(":2,")[2]:
-                continue
-            path = self._locate(entry)
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-            gone.append(seq)
-            del self.entries[entry.uid]
-            del self.uids[seq - 1]
-        return gone
+    def expunge(self) -> Deferred[list[int]]:
+        """Unlink every \\Deleted message (in a worker thread); gives their sequence
+        numbers, highest first."""
+        doomed = [self.entries[uid] for uid in self.uids
+                  if "T" in self.entries[uid].name.partition(":2,")[2]]
+        if not doomed:
+            return succeed([])
+        plan = [(entry.base, entry.sub, entry.name) for entry in doomed]
+
+        def unlinked(_: None) -> list[int]:
+            gone_uids = {entry.uid for entry in doomed}
+            gone = [seq for seq, uid in enumerate(self.uids, 1) if uid in gone_uids]
+            self.uids = [uid for uid in self.uids if uid not in gone_uids]
+            for uid in gone_uids:
+                self.entries.pop(uid, None)
+            return gone[::-1]
+
+        return self.run(_unlink_all, self.path, plan).addCallback(unlinked)
 
     # Messages.
 
@@ -311,8 +528,39 @@ class MaildirMailbox:
         return [(seq, MaildirMessage(self, self.entries[u]))
                 for seq, u in self.select_ids(messages, uid)]
 
+    def fetch_measured(self, messages: imap4.MessageSet, uid: bool, sizes: bool,
+                       dates: bool) -> Deferred[list[tuple[int, MaildirMessage]]]:
+        """
+        L{fetch}, with the sizes and dates not known yet read from the files, all in a
+        worker thread (both grow with the number of messages). The session must not change
+        its messages until this fires (its commands wait).
+        """
+        def measured(result: tuple[list[tuple[int, MaildirMessage]], Measured]
+                     ) -> list[tuple[int, MaildirMessage]]:
+            found, (found_sizes, found_dates, scanned) = result
+            self.uid_map.sizes.update(found_sizes)
+            self.uid_map.dates.update(found_dates)
+            self.moved(scanned)
+            return found
+
+        return self.run(self._fetch_and_measure, messages, uid, sizes,
+                        dates).addCallback(measured)
+
+    def _fetch_and_measure(self, messages: imap4.MessageSet, uid: bool, sizes: bool,
+                           dates: bool) -> tuple[list[tuple[int, MaildirMessage]], Measured]:
+        """(Worker thread.) See L{fetch_measured}; changes nothing here."""
+        found = self.fetch(messages, uid)
+        known_sizes, known_dates = self.uid_map.sizes, self.uid_map.dates
+        wanted = [(m.entry.base, m.entry.sub, m.entry.name) for _seq, m in found
+                  if (sizes and m.entry.base not in known_sizes)
+                  or (dates and m.entry.base not in known_dates)]
+        if not wanted:
+            return found, ({}, {}, None)
+        return found, measure(self.path, wanted, sizes, dates)
+
     def store(self, messages: imap4.MessageSet, flags: Iterable[str], mode: int,
-              uid: bool) -> dict[int, list[str]]:
+              uid: bool) -> Deferred[dict[int, list[str]]]:
+        """Set flags by renaming the files (in a worker thread)."""
         if not self.writeable:
             raise imap4.ReadOnlyMailbox()
         letters = set()
@@ -320,8 +568,9 @@ class MaildirMailbox:
             for system, letter in FLAG_LETTERS.items():
                 if flag.lower() == system.lower():
                     letters.add(letter)
-        result = {}
-        for seq, u in self.select_ids(messages, uid):
+        picked = self.select_ids(messages, uid)
+        plan = []
+        for _seq, u in picked:
             entry = self.entries[u]
             info = entry.name.partition(":2,")[2]
             current = set(info)
@@ -332,18 +581,23 @@ class MaildirMailbox:
             else:
                 wanted = (current - set(LETTER_FLAGS)) | letters
             if wanted != current or (entry.sub == "new" and wanted):
-                self._rename(entry, "".join(sorted(wanted)))
-            result[seq] = flags_of(entry.name)
-        return result
+                plan.append((u, entry.base, entry.sub, entry.name, "".join(sorted(wanted))))
 
-    def _rename(self, entry: Entry, info: str) -> None:
-        source = self._locate(entry)
-        if source is None:
-            return
-        name = f"{entry.base}:2,{info}"
-        target = os.path.join(self.path, "cur", name)
-        os.rename(source, target)
-        entry.sub, entry.name = "cur", name
+        def renamed(outcome: tuple[dict[int, tuple[str, str]], OSError | None]
+                    ) -> dict[int, list[str]]:
+            done, error = outcome
+            for u, where in done.items():
+                entry = self.entries.get(u)
+                if entry is not None:
+                    entry.sub, entry.name = where
+            if error is not None:
+                raise error
+            return {seq: flags_of(self.entries[u].name) for seq, u in picked
+                    if u in self.entries}
+
+        if not plan:
+            return succeed(renamed(({}, None)))
+        return self.run(_rename_all, self.path, plan).addCallback(renamed)
 
     def _locate(self, entry: Entry) -> str | None:
         """The message's path now, found again if another program renamed it."""
@@ -365,6 +619,16 @@ class MaildirMailbox:
 def _crlf(data: bytes) -> bytes:
     """Line ends as CRLF (the Maildir holds LF; IMAP speaks CRLF)."""
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _parse(data: bytes) -> _Part:
+    """The MIME tree of a message given with CRLF line ends."""
+    _head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        body = b""
+    message = email.message_from_bytes(data.replace(b"\r\n", b"\n"),
+                                       policy=email.policy.compat32)
+    return _Part(message, body)
 
 
 class _Part:
@@ -439,15 +703,28 @@ class MaildirMessage:
             self._mailbox.uid_map.sizes[self.entry.base] = len(self._data)
         return self._data
 
+    def preload(self) -> Deferred[None]:
+        """Read and parse the content in a worker thread (before a FETCH writes it)."""
+        if self._data is not None and self._top is not None:
+            return succeed(None)
+        entry = self.entry
+
+        def loaded(found: Loaded) -> None:
+            where, scanned, data, part, stamp = found
+            self._mailbox.moved(scanned)
+            if where is not None:
+                entry.sub, entry.name = where
+            self._data, self._top = data, part
+            self._mailbox.uid_map.sizes[entry.base] = len(data)
+            if where is not None:
+                self._mailbox.uid_map.dates[entry.base] = stamp
+
+        return self._mailbox.run(_load, self._mailbox.path, entry.sub, entry.name,
+                                 entry.base).addCallback(loaded)
+
     def _part(self) -> _Part:
         if self._top is None:
-            data = self._bytes()
-            _head, sep, body = data.partition(b"\r\n\r\n")
-            if not sep:
-                body = b""
-            message = email.message_from_bytes(data.replace(b"\r\n", b"\n"),
-                                               policy=email.policy.compat32)
-            self._top = _Part(message, body)
+            self._top = _parse(self._bytes())
         return self._top
 
     def open(self) -> io.BytesIO:
@@ -460,11 +737,14 @@ class MaildirMessage:
         return flags_of(self.entry.name)
 
     def getInternalDate(self) -> str:
-        path = self._mailbox._locate(self.entry)
-        try:
-            stamp = os.stat(path).st_mtime if path else 0.0
-        except FileNotFoundError:
-            stamp = 0.0
+        stamp = self._mailbox.uid_map.dates.get(self.entry.base)
+        if stamp is None:
+            path = self._mailbox._locate(self.entry)
+            try:
+                stamp = os.stat(path).st_mtime if path else 0.0
+            except FileNotFoundError:
+                stamp = 0.0
+            self._mailbox.uid_map.dates[self.entry.base] = stamp
         return email.utils.formatdate(stamp)
 
     def getSize(self) -> int:

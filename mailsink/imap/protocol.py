@@ -8,6 +8,9 @@ credential rules, IDLE that pushes new mail, and bad input answered without hang
   STARTTLS injection bug).
 - NOOP, CHECK and IDLE (every L{IDLE_POLL} seconds) rescan the Maildir and report
   EXPUNGE, EXISTS and flag changes.
+- Disk work (SELECT's and NOOP's scans, sizes and dates for FETCH, message content,
+  STORE's renames, EXPUNGE's unlinks) runs in the mailbox's worker threads; commands
+  that follow wait (L{SinkIMAP4Server._hold}) so replies keep their order.
 - An over-long line gets C{* BAD} and is skipped; the connection stays.
 """
 
@@ -20,14 +23,14 @@ from typing import Any
 import attrs
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import interfaces
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from mailsink.auth.throttle import FailureThrottle
-from mailsink.imap.mailbox import MaildirMailbox
+from mailsink.imap.mailbox import MaildirMailbox, MaildirMessage
 
 log = Logger()
 
@@ -40,6 +43,7 @@ FETCH_SLICE = 2000
 SPEW_BREAK = 50
 """Every this many messages, a FETCH yields to the reactor."""
 _CHEAP = frozenset({"flags", "uid", "rfc822size", "internaldate"})
+_NO_CONTENT = frozenset({"flags", "uid"})
 _BEFORE_STARTTLS = frozenset({b"CAPABILITY", b"STARTTLS", b"NOOP", b"LOGOUT"})
 
 
@@ -73,6 +77,7 @@ class SinkIMAP4Server(imap4.IMAP4Server):
         super().__init__({b"PLAIN": imap4.PLAINCredentials}, offer,
                          scheduler or self._run_steps)
         self._spews = 0
+        self._scan_waiters: list[Deferred[None]] = []
         self.settings = settings
         self.portal = _ThrottledPortal(portal, self)
         self.IDENT = f"{settings.hostname} mailsink IMAP4rev1 ready".encode()
@@ -217,27 +222,95 @@ class SinkIMAP4Server(imap4.IMAP4Server):
                 return False
         return True
 
+    # Waiting for worker threads.
+
+    def _hold(self) -> Any:
+        """
+        Hold back the commands that follow (they queue in C{blocked}) until the returned
+        call releases them: a command's reply comes before the next command runs.
+        """
+        mine = self.blocked is None
+        if mine:
+            self.blocked = []
+
+        def release(result: Any = None) -> Any:
+            if mine and self.blocked is not None:
+                self._unblock()
+            return result
+
+        return release
+
+    def _selectWork(self, tag: bytes, name: bytes, rw: int, cmdName: bytes) -> None:
+        """SELECT and EXAMINE: the mailbox is opened (scanned) in a worker thread."""
+        if self.mbox:
+            self.mbox.removeListener(self)
+            closeable = imap4.ICloseableMailbox(self.mbox, None)
+            if closeable is not None:
+                maybeDeferred(closeable.close).addErrback(
+                    lambda failure: log.failure("closing a mailbox", failure))
+            self.mbox = None
+            self.state = "auth"
+        release = self._hold()
+        account: Any = self.account
+        opened: Deferred[Any] = maybeDeferred(account.select, imap4._parseMbox(name), rw)
+        opened.addCallback(self._cbSelectWork, cmdName, tag)
+        opened.addErrback(self._ebSelectWork, cmdName, tag)
+        opened.addBoth(release)
+
+    auth_SELECT: Any = (_selectWork, imap4.IMAP4Server.arg_astring, 1, b"SELECT")
+    select_SELECT: Any = auth_SELECT
+    auth_EXAMINE: Any = (_selectWork, imap4.IMAP4Server.arg_astring, 0, b"EXAMINE")
+    select_EXAMINE: Any = auth_EXAMINE
+
     def do_FETCH(self, tag: bytes, messages: Any, query: Any, uid: int = 0) -> None:
         if not self._valid_set(tag, messages, uid):
             return
+        release = self._hold()
         if query and all(part.type in _CHEAP for part in query):
-            self._cheap_fetch(tag, self.mbox.fetch(messages, uid), query, uid)
+            kinds = {part.type for part in query}
+            measured = self.mbox.fetch_measured(
+                messages, bool(uid), "rfc822size" in kinds, "internaldate" in kinds) \
+                if isinstance(self.mbox, MaildirMailbox) \
+                else maybeDeferred(self.mbox.fetch, messages, uid)
+            measured.addCallback(lambda found: self._cheap_fetch(tag, found, query, uid))
+            measured.addErrback(self._fetch_failed, tag)
+            measured.addBoth(release)
             return
         if self.mbox.isWriteable() and any(_reads_content(part) for part in query):
-            try:
-                self.mbox.store(messages, ["\\Seen"], 1, uid)
-            except OSError as error:
-                log.warn("[{listener}] could not mark messages seen: {error}",
-                         listener=self.settings.listener, error=error)
-        super().do_FETCH(tag, messages, query, uid)
+            seen = maybeDeferred(self.mbox.store, messages, ["\\Seen"], 1, uid)
+        else:
+            seen = succeed(None)
 
-    def _cheap_fetch(self, tag: bytes, found: list[Any], query: Any, uid: int) -> None:
+        def marked(result: Any) -> None:
+            if isinstance(result, Failure):
+                log.warn("[{listener}] could not mark messages seen: {error}",
+                         listener=self.settings.listener, error=result.value)
+            # Twisted's FETCH keeps the commands that follow blocked, then releases them.
+            super(SinkIMAP4Server, self).do_FETCH(tag, messages, query, uid)
+
+        seen.addBoth(marked)
+
+    def _fetch_failed(self, failure: Failure, tag: bytes) -> None:
+        log.failure("FETCH failed", failure)
+        self.sendBadResponse(tag, b"FETCH failed: " + str(failure.value).encode())
+
+    def spewMessage(self, id: int, msg: Any, query: Any, uid: int) -> Any:
+        """Content is read (and parsed) in a worker thread first."""
+        spew = super().spewMessage
+        if isinstance(msg, MaildirMessage) and \
+                any(part.type not in _NO_CONTENT for part in query):
+            return msg.preload().addCallback(lambda _: spew(id, msg, query, uid))
+        return spew(id, msg, query, uid)
+
+    def _cheap_fetch(self, tag: bytes, found: list[Any], query: Any,
+                     uid: int) -> Deferred[None]:
         """FLAGS, UID, RFC822.SIZE, INTERNALDATE: written in slices, no per-item work."""
         kinds = [part.type for part in query]
         if uid and "uid" not in kinds:
             kinds.append("uid")
         mbox = self.mbox
         position = 0
+        done: Deferred[None] = Deferred()
 
         def item(kind: str, message: Any) -> bytes:
             if kind == "flags":
@@ -253,6 +326,7 @@ class SinkIMAP4Server(imap4.IMAP4Server):
         def step() -> None:
             nonlocal position
             if self.mbox is not mbox or self.transport is None:
+                done.callback(None)
                 return
             lines = [b"* %d FETCH (%s)\r\n" % (seq, b" ".join(item(k, m) for k in kinds))
                      for seq, m in found[position:position + FETCH_SLICE]]
@@ -262,8 +336,10 @@ class SinkIMAP4Server(imap4.IMAP4Server):
                 self._call_later(0, step)
                 return
             self.sendPositiveResponse(tag, b"FETCH completed")
+            done.callback(None)
 
         step()
+        return done
 
     def _run_steps(self, steps: Any) -> Deferred[None]:
         """
@@ -296,8 +372,30 @@ class SinkIMAP4Server(imap4.IMAP4Server):
 
     def do_STORE(self, tag: bytes, messages: Any, mode: bytes, flags: Any,
                  uid: int = 0) -> None:
-        if self._valid_set(tag, messages, uid):
-            super().do_STORE(tag, messages, mode, flags, uid)
+        if not self._valid_set(tag, messages, uid):
+            return
+        mode = mode.upper()
+        silent = mode.endswith(b"SILENT")
+        how = 1 if mode.startswith(b"+") else -1 if mode.startswith(b"-") else 0
+        names = [flag.decode("utf-8", "replace") if isinstance(flag, bytes) else flag
+                 for flag in flags]
+        mbox = self.mbox
+        release = self._hold()
+
+        def stored(result: dict[int, list[str]]) -> None:
+            if result and not silent:
+                for seq, now in sorted(result.items()):
+                    extra = b" UID %d" % (mbox.getUID(seq),) if uid else b""
+                    encoded = b" ".join(flag.encode() for flag in now)
+                    self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s)%s)"
+                                              % (seq, encoded, extra))
+            self.sendPositiveResponse(tag, b"STORE completed")
+
+        def failed(failure: Failure) -> None:
+            self.sendBadResponse(tag, b"Server error: " + str(failure.value).encode())
+
+        maybeDeferred(mbox.store, messages, names, how, uid=uid).addCallbacks(
+            stored, failed).addBoth(release)
 
     select_STORE: Any = (do_STORE, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_atom,
                     imap4.IMAP4Server.arg_flaglist)
@@ -342,6 +440,24 @@ class SinkIMAP4Server(imap4.IMAP4Server):
     select_SEARCH: Any = (do_SEARCH, imap4.IMAP4Server.opt_charset,
                      imap4.IMAP4Server.arg_searchkeys)
 
+    def do_EXPUNGE(self, tag: bytes) -> None:
+        if not self.mbox.isWriteable():
+            self.sendNegativeResponse(tag, b"EXPUNGE ignored on read-only mailbox")
+            return
+        release = self._hold()
+
+        def expunged(gone: list[int]) -> None:
+            for seq in gone:
+                self.sendUntaggedResponse(b"%d EXPUNGE" % (seq,))
+            self.sendPositiveResponse(tag, b"EXPUNGE completed")
+
+        def failed(failure: Failure) -> None:
+            self.sendBadResponse(tag, b"EXPUNGE failed: " + str(failure.value).encode())
+
+        maybeDeferred(self.mbox.expunge).addCallbacks(expunged, failed).addBoth(release)
+
+    select_EXPUNGE: Any = (do_EXPUNGE,)
+
     def do_UID(self, tag: bytes, command: bytes, line: bytes) -> None:
         command = command.upper()
         if command not in (b"FETCH", b"STORE", b"SEARCH"):
@@ -352,16 +468,35 @@ class SinkIMAP4Server(imap4.IMAP4Server):
 
     # Keeping the client up to date.
 
-    def report_changes(self) -> None:
-        """Rescan the selected mailbox and tell the client what changed."""
+    def report_changes(self) -> Deferred[None]:
+        """
+        Rescan the selected mailbox (in a worker thread) and tell the client what
+        changed; the Deferred fires once that is written (it never fails).
+        """
         mbox: Any = self.mbox
         if not isinstance(mbox, MaildirMailbox):
-            return
-        try:
-            expunged, changed, exists = mbox.refresh()
-        except OSError as error:
-            log.warn("[{listener}] rescanning {path} failed: {error}",
-                     listener=self.settings.listener, path=mbox.path, error=error)
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._scan_waiters.append(done)
+        if len(self._scan_waiters) == 1:  # else one is running: its report will do
+            mbox.refresh().addCallbacks(
+                self._report, self._rescan_failed, callbackArgs=(mbox,),
+                errbackArgs=(mbox,)).addBoth(self._scanned)
+        return done
+
+    def _scanned(self, _: Any) -> None:
+        waiters, self._scan_waiters = self._scan_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _rescan_failed(self, failure: Failure, mbox: MaildirMailbox) -> None:
+        log.warn("[{listener}] rescanning {path} failed: {error}",
+                 listener=self.settings.listener, path=mbox.path, error=failure.value)
+
+    def _report(self, found: tuple[list[int], dict[int, list[str]], int],
+                mbox: MaildirMailbox) -> None:
+        expunged, changed, exists = found
+        if self.mbox is not mbox or self.transport is None:
             return
         for seq in expunged:
             self.sendUntaggedResponse(b"%d EXPUNGE" % (seq,))
@@ -372,16 +507,18 @@ class SinkIMAP4Server(imap4.IMAP4Server):
             self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s))" % (seq, encoded))
 
     def do_NOOP(self, tag: bytes) -> None:
-        self.report_changes()
-        self.sendPositiveResponse(tag, b"NOOP completed")
+        release = self._hold()
+        self.report_changes().addCallback(
+            lambda _: self.sendPositiveResponse(tag, b"NOOP completed")).addBoth(release)
 
     unauth_NOOP: Any = (do_NOOP,)
     auth_NOOP: Any = unauth_NOOP
     select_NOOP: Any = unauth_NOOP
 
     def do_CHECK(self, tag: bytes) -> None:
-        self.report_changes()
-        self.sendPositiveResponse(tag, b"CHECK completed")
+        release = self._hold()
+        self.report_changes().addCallback(
+            lambda _: self.sendPositiveResponse(tag, b"CHECK completed")).addBoth(release)
 
     select_CHECK: Any = (do_CHECK,)
 
@@ -405,7 +542,13 @@ class SinkIMAP4Server(imap4.IMAP4Server):
             self.sendBadResponse(self.parseTag, b"Expected DONE")
             del self.parseTag
             return
-        super().parse_idle(*args)
+        if not self._scan_waiters:
+            super().parse_idle(*args)
+            return
+        # A scan is still running: its updates come before IDLE's OK.
+        release = self._hold()
+        finish = super().parse_idle
+        self.report_changes().addCallback(lambda _: finish(*args)).addBoth(release)
 
     def _stop_idle(self) -> None:
         if self._idle_poll is not None and self._idle_poll.running:

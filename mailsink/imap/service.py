@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.mail import imap4
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.threadpool import ThreadPool
 
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.config import Config, Listener
-from mailsink.imap.mailbox import MaildirAccount
+from mailsink.imap.mailbox import MaildirAccount, Run, inline
 from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
-from mailsink.imap.uids import uid_map_for
+
+WORKER_THREADS = 4
+"""Threads that scan Maildirs and read messages for the IMAP listeners."""
 
 
 class IMAPFactory(ServerFactory):
@@ -42,11 +47,34 @@ class IMAPFactory(ServerFactory):
         return protocol
 
 
-def register_reader(portal: Any, state_dir: str) -> None:
-    """Let the realm hand out IMAP accounts over the Maildir a user may read."""
+def register_reader(portal: Any, state_dir: str, run: Run = inline) -> None:
+    """
+    Let the realm hand out IMAP accounts over the Maildir a user may read; C{run} runs
+    their disk work (L{inline}, on the calling thread, is for tests only).
+    """
     def account(path: str, user: str) -> MaildirAccount:
-        return MaildirAccount(path, user, uid_map_for(state_dir, path))
+        return MaildirAccount(path, user, state_dir, run)
     portal.realm.readers[imap4.IAccount] = account
+
+
+class WorkerPool(Service):
+    """The IMAP listeners' own threads for Maildir scans and file reads (so they never
+    wait behind, nor hold up, the reactor's shared pool)."""
+
+    def __init__(self, reactor: Any, size: int = WORKER_THREADS) -> None:
+        self.reactor = reactor
+        self.pool = ThreadPool(minthreads=0, maxthreads=size, name="mailsink-imap")
+
+    def run(self, call: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return deferToThreadPool(self.reactor, self.pool, call, *args, **kwargs)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.pool.stop()
 
 
 def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Any,
@@ -55,7 +83,9 @@ def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Any,
     """Add a listening service for every endpoint of every enabled IMAP section."""
     from mailsink.service import ListenerService
 
-    register_reader(portal, config.mailsink.state_dir)
+    workers = WorkerPool(reactor)
+    workers.setServiceParent(parent)
+    register_reader(portal, config.mailsink.state_dir, workers.run)
     for listener in listeners:
         settings = IMAPSettings(
             hostname=config.mailsink.hostname,

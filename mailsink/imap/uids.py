@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable
 
@@ -41,13 +42,21 @@ def map_path(state_dir: str, maildir: str) -> str:
 
 
 class UidMap:
-    """UIDs of one Maildir's messages, shared by every session of this process."""
+    """
+    UIDs of one Maildir's messages, shared by every session of this process.
+
+    L{lookup} and L{assign} read and write the file: the IMAP server calls them from its
+    worker threads only (under L{lock}), never from the reactor thread.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.lock = threading.RLock()
         self.by_base: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
         """Sizes (with CRLF line ends) of messages read so far: files never change."""
+        self.dates: dict[str, float] = {}
+        """Modification times of messages read so far (renames keep them)."""
         self.next_uid = 1
         self.validity = 0
         self._offset = 0
@@ -107,6 +116,10 @@ class UidMap:
 
     def lookup(self) -> dict[str, int]:
         """Base name to UID (kept up to date with other processes' additions)."""
+        with self.lock:
+            return self._lookup()
+
+    def _lookup(self) -> dict[str, int]:
         try:
             size = os.stat(self.path).st_size
         except FileNotFoundError:
@@ -117,6 +130,10 @@ class UidMap:
 
     def assign(self, bases: Iterable[str]) -> None:
         """Give UIDs, in order of arrival, to the base names that have none yet."""
+        with self.lock:
+            self._assign(bases)
+
+    def _assign(self, bases: Iterable[str]) -> None:
         fresh = sorted(set(bases) - self.by_base.keys(), key=arrival_key)
         if not fresh:
             return
@@ -151,12 +168,15 @@ def _fsync_dir(path: str) -> None:
 
 
 _maps: dict[str, UidMap] = {}
+_maps_lock = threading.Lock()
 
 
 def uid_map_for(state_dir: str, maildir: str) -> UidMap:
-    """The process-wide map of C{maildir}."""
+    """The process-wide map of C{maildir} (read from disk the first time: call it from a
+    worker thread)."""
     path = map_path(state_dir, maildir)
-    found = _maps.get(path)
-    if found is None:
-        found = _maps[path] = UidMap(path)
-    return found
+    with _maps_lock:
+        found = _maps.get(path)
+        if found is None:
+            found = _maps[path] = UidMap(path)
+        return found
