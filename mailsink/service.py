@@ -309,9 +309,12 @@ def _reader_builder(protocol: str, listener: Listener) -> Callable[..., None]:
     The function that adds C{protocol}'s listening services:
     C{add_listeners(config, listeners, portal, tls_context, reactor, parent, metrics)}.
     """
+    name = f"mailsink.{protocol}.service"
     try:
-        module = importlib.import_module(f"mailsink.{protocol}.service")
-    except ModuleNotFoundError:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name not in (name, f"mailsink.{protocol}"):
+            raise  # a dependency of the module is missing: not the same thing
         raise ConfigError(listener.section, "listen", f"{protocol} is not available in this "
                           "version of mailsink; leave listen empty") from None
     builder: Callable[..., None] = module.add_listeners
