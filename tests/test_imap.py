@@ -533,3 +533,43 @@ class OffTheReactor(IMAPTestCase):
             reply += slow.read()
         self.assertIn(b"* 3 EXISTS", reply)
         self.assertIn(b"s OK [READ-WRITE] SELECT successful", reply)
+
+
+class ConnectionCap(IMAPTestCase):
+    def test_too_many_connections_get_bye(self) -> None:
+        from twisted.internet.address import IPv4Address
+
+        from mailsink.imap.service import MAX_CONNECTIONS, IMAPFactory
+        self.assertEqual(MAX_CONNECTIONS, 1000)
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        portal = build_portal(Maildir(self.maildir, _no_threads), "none", checker)
+        register_reader(portal, self.state)
+        settings = IMAPSettings("mx.test", "imap", "none", True, 1000)
+        factory = IMAPFactory(settings, portal, None, self.clock, max_connections=2)
+        address = IPv4Address("TCP", "127.0.0.1", 12345)
+
+        def connect() -> tuple[Any, StringTransport]:
+            protocol = factory.buildProtocol(address)
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            return protocol, transport
+
+        first, first_transport = connect()
+        second, _ = connect()
+        self.assertEqual(factory.connections, 2)
+        self.assertTrue(first_transport.value().startswith(b"* OK"))
+        third, third_transport = connect()
+        self.assertEqual(third_transport.value(),
+                         b"* BYE too many connections; try again later\r\n")
+        self.assertTrue(third_transport.disconnecting)
+        third.connectionLost(None)
+        self.assertEqual(factory.connections, 2)
+        first.connectionLost(None)
+        first.connectionLost(None)  # counted once only
+        self.assertEqual(factory.connections, 1)
+        fourth, fourth_transport = connect()
+        self.assertTrue(fourth_transport.value().startswith(b"* OK"))
+        self.assertEqual(factory.connections, 2)
+        for protocol in (second, fourth):
+            protocol.connectionLost(None)
+        self.assertEqual(factory.connections, 0)

@@ -63,6 +63,7 @@ class SinkIMAP4Server(imap4.IMAP4Server):
 
     MAX_LENGTH = MAX_LINE
     _discarding = False
+    _counted = False
     _idle_poll: LoopingCall | None = None
     clock: Any = None
     throttle: FailureThrottle | None = None
@@ -562,7 +563,17 @@ class SinkIMAP4Server(imap4.IMAP4Server):
             from twisted.internet import reactor
             reactor.callLater(delay, call)
 
+    def connectionMade(self) -> None:
+        factory = getattr(self, "factory", None)
+        if factory is not None and hasattr(factory, "connections"):
+            factory.connections += 1
+            self._counted = True
+        super().connectionMade()
+
     def connectionLost(self, reason: Any = None) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.connections -= 1
         self._stop_idle()
         if self.mbox is not None:
             self.mbox.removeListener(self)
