@@ -44,8 +44,6 @@ MAX_BUFFERED_WHILE_WAITING = 1024 * 1024
 """Pipelined input kept while a command waits; beyond it, reading pauses."""
 IDLE_TIMEOUT = 600
 """RFC 1939: the autologout timer is at least 10 minutes."""
-MAX_CONNECTIONS = 1000
-"""Concurrent connections per listener."""
 
 _AUTHORIZATION = frozenset({b"CAPA", b"USER", b"PASS", b"AUTH", b"STLS", b"QUIT", b"NOOP"})
 _TRANSACTION = frozenset({b"CAPA", b"STAT", b"LIST", b"UIDL", b"TOP", b"RETR", b"DELE",
