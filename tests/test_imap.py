@@ -500,6 +500,72 @@ class OffTheReactor(IMAPTestCase):
         held.release_all()
         self.assertIn(b"body 1 text", session.read())
 
+    def test_search_in_worker_and_later_commands_wait(self) -> None:
+        self.deliver(3)
+        held = Held()
+        session = self.connect(run=held)
+        session.send("a SELECT INBOX")
+        held.release_all()
+        session.read()
+        reply = session.send(b'b SEARCH TEXT "body 2"\r\nc NOOP\r\nd UID SEARCH ALL')
+        self.assertEqual(reply, b"")  # nothing read or matched on the reactor
+        self.assertEqual(held.names(), ["search_messages"])
+        held.release_all()
+        reply = session.read()
+        self.assertIn(b"* SEARCH 2\r\nb OK SEARCH completed", reply)
+        self.assertNotIn(b"c OK", reply)
+        self.assertEqual(held.names(), ["rescan"])
+        held.release_all()
+        reply = session.read()
+        self.assertIn(b"c OK", reply)
+        self.assertNotIn(b"d OK", reply)
+        self.assertEqual(held.names(), ["search_messages"])
+        held.release_all()
+        self.assertIn(b"* SEARCH 1 2 3\r\nd OK", session.read())
+
+    def test_search_results_through_worker(self) -> None:
+        self.deliver(2)
+        self.deliver(1, flags="S")
+        held = Held()
+        session = self.connect(run=held)
+
+        def ask(line: str) -> bytes:
+            self.assertEqual(session.send(line), b"")
+            held.release_all()
+            reply = session.read()
+            self.assertIn(line.split()[0].encode() + b" OK", reply)
+            return reply
+
+        ask("a SELECT INBOX")
+        expected = [("SEARCH UNSEEN", "1 2"), ("SEARCH SEEN", "3"), ("SEARCH ALL", "1 2 3"),
+                    ('SEARCH SUBJECT "hello 2"', "2"), ("SEARCH FROM alice", "1 2 3"),
+                    ("SEARCH TO bob", "1 2 3"), ('SEARCH TEXT "body 3"', "3"),
+                    ('SEARCH BODY "body 1"', "1"), ("SEARCH TEXT alice@", "1 2 3"),
+                    ("SEARCH SUBJECT nothing", ""), ("UID SEARCH UID 2:*", "2 3"),
+                    ("SEARCH UID 1,3", "1 3"), ("SEARCH 2:3", "2 3"),
+                    ("SEARCH SINCE 1-Jan-2000", "1 2 3"), ("SEARCH BEFORE 1-Jan-2000", ""),
+                    ("SEARCH LARGER 10", "1 2 3"), ("SEARCH SMALLER 10", ""),
+                    ("SEARCH NOT SEEN SUBJECT hello", "1 2"),
+                    ("SEARCH OR SEEN SUBJECT \"hello 1\"", "1 3")]
+        for n, (line, numbers) in enumerate(expected):
+            reply = ask(f"t{n} {line}")
+            self.assertIn(f"* SEARCH{' ' if numbers else ''}{numbers}\r\n".encode(), reply,
+                          line)
+        session.send("z SEARCH NONSENSE")
+        held.release_all()
+        self.assertIn(b"z BAD", session.read())
+
+    def test_search_finds_messages_another_program_moved(self) -> None:
+        first = self.deliver(2)[0]
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        os.rename(os.path.join(self.maildir, "new", first),
+                  os.path.join(self.maildir, "cur", first + ":2,S"))
+        self.assertIn(b"* SEARCH 1\r\n", session.ok('b SEARCH TEXT "body 1"'))
+        mbox = session.server.mbox
+        self.assertEqual(mbox.entries[1].name, first + ":2,S")  # taken in on the reactor
+        self.assertIn(b"RFC822.SIZE", session.ok("c FETCH 1 (RFC822.SIZE)"))
+
     @inlineCallbacks
     def test_slow_scan_does_not_hold_up_other_sessions(self) -> Any:
         """A scan stuck in a worker thread: another connection's NOOP is answered."""

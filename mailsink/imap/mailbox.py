@@ -19,6 +19,7 @@ import bisect
 import contextlib
 import email
 import email.message
+import email.parser
 import email.policy
 import email.utils
 import io
@@ -290,6 +291,130 @@ def _unlink_all(path: str, doomed: list[tuple[str, str, str]]) -> None:
                 os.unlink(os.path.join(path, *where))
 
 
+Match = Callable[[int, Any, int, int], bool]
+"""Whether a message matches a SEARCH: (sequence number, message, last sequence number,
+last UID); called in a worker thread, so it must only read the message it is given."""
+Searched = tuple[list[int], dict[str, int], dict[str, float], list[tuple[int, str, str]]]
+
+
+class _Probe:
+    """
+    (Worker thread.) A message as SEARCH's criteria see it: read from the file only when
+    a criterion needs it, at most once; changes nothing shared (what it learns is
+    collected in C{found_sizes}, C{found_dates}, and the C{scanned} of its search).
+    """
+
+    __slots__ = ("_data", "_head", "_search", "entry", "name", "sub")
+
+    def __init__(self, search: _Search, entry: Entry) -> None:
+        self._search = search
+        self.entry = entry
+        self.sub, self.name = entry.sub, entry.name
+        self._data: bytes | None = None
+        self._head: _Part | None = None
+
+    def _full(self) -> str | None:
+        """The message's path, found by one scan of the Maildir if it moved."""
+        path = self._search.path
+        full = os.path.join(path, self.sub, self.name)
+        if os.path.exists(full):
+            return full
+        where, self._search.scanned = _where(path, self.sub, self.name, self.entry.base,
+                                             self._search.scanned)
+        if where is None:
+            return None
+        self.sub, self.name = where
+        return os.path.join(path, *where)
+
+    def _bytes(self) -> bytes:
+        if self._data is None:
+            full, raw = self._full(), b""
+            if full is not None:
+                with contextlib.suppress(FileNotFoundError), open(full, "rb") as file:
+                    raw = file.read()
+            self._data = _crlf(raw)
+            if self.entry.base not in self._search.sizes:
+                self._search.found_sizes[self.entry.base] = len(self._data)
+        return self._data
+
+    def getUID(self) -> int:
+        return self.entry.uid
+
+    def getFlags(self) -> list[str]:
+        return flags_of(self.name)
+
+    def getSize(self) -> int:
+        size = self._search.sizes.get(self.entry.base)
+        if size is None:
+            size = self._search.found_sizes.get(self.entry.base)
+        if size is None:
+            size = len(self._bytes())
+        return size
+
+    def getInternalDate(self) -> str:
+        base = self.entry.base
+        stamp = self._search.dates.get(base)
+        if stamp is None:
+            stamp = self._search.found_dates.get(base)
+        if stamp is None:
+            full = self._full()
+            try:
+                stamp = os.stat(full).st_mtime if full else 0.0
+            except FileNotFoundError:
+                stamp = 0.0
+            self._search.found_dates[base] = stamp
+        return email.utils.formatdate(stamp)
+
+    def getHeaders(self, negate: bool, *names: Any) -> dict[str, str]:
+        if self._head is None:
+            head = self._bytes().partition(b"\r\n\r\n")[0].replace(b"\r\n", b"\n")
+            self._head = _Part(email.parser.BytesHeaderParser(
+                policy=email.policy.compat32).parsebytes(head))
+        return self._head.getHeaders(negate, *names)
+
+    def open(self) -> io.BytesIO:
+        return io.BytesIO(self._bytes())
+
+    def getBodyFile(self) -> io.BytesIO:
+        _head, sep, body = self._bytes().partition(b"\r\n\r\n")
+        return io.BytesIO(body if sep else b"")
+
+
+class _Search:
+    """(Worker thread.) One SEARCH over a session's messages; see L{search_messages}."""
+
+    def __init__(self, path: str, uid_map: UidMap) -> None:
+        self.path = path
+        self.sizes, self.dates = uid_map.sizes, uid_map.dates  # only read here
+        self.found_sizes: dict[str, int] = {}
+        self.found_dates: dict[str, float] = {}
+        self.scanned: dict[str, tuple[str, str]] | None = None
+
+
+def search_messages(path: str, uid_map: UidMap, uids: list[int], entries: dict[int, Entry],
+                    match: Match, by_uid: bool) -> Searched:
+    """
+    (Worker thread.) The sequence numbers (or UIDs) of a session's messages (C{uids},
+    C{entries}: read, never changed) that C{match}; with the sizes and dates read on the
+    way, and (UID, C{sub}, name) of messages found moved by another program.
+    """
+    search = _Search(path, uid_map)
+    last_seq = len(uids)
+    last_uid = uids[-1] if uids else 0
+    found = []
+    for seq, uid in enumerate(uids, 1):
+        if match(seq, _Probe(search, entries[uid]), last_seq, last_uid):
+            found.append(uid if by_uid else seq)
+    moves = []
+    if search.scanned is not None:
+        for uid in uids:
+            entry = entries[uid]
+            where = search.scanned.get(entry.base)
+            if where is not None and where != (entry.sub, entry.name):
+                moves.append((uid, *where))
+    return found, search.found_sizes, search.found_dates, moves
+
+
 class Entry:
     """One message as a session knows it."""
 
@@ -557,6 +682,25 @@ class MaildirMailbox:
         if not wanted:
             return found, ({}, {}, None)
         return found, measure(self.path, wanted, sizes, dates)
+
+    def search(self, match: Match, by_uid: bool) -> Deferred[list[int]]:
+        """
+        The sequence numbers (or UIDs) of the messages that C{match}, worked out in a worker
+        thread (candidates, criteria and any file reads). The session must not change its
+        messages until this fires (its commands wait).
+        """
+        def searched(result: Searched) -> list[int]:
+            found, found_sizes, found_dates, moves = result
+            self.uid_map.sizes.update(found_sizes)
+            self.uid_map.dates.update(found_dates)
+            for uid, sub, name in moves:
+                entry = self.entries.get(uid)
+                if entry is not None:
+                    entry.sub, entry.name = sub, name
+            return found
+
+        return self.run(search_messages, self.path, self.uid_map, self.uids, self.entries,
+                        match, by_uid).addCallback(searched)
 
     def store(self, messages: imap4.MessageSet, flags: Iterable[str], mode: int,
               uid: bool) -> Deferred[dict[int, list[str]]]:

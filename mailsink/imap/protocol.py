@@ -9,7 +9,7 @@ credential rules, IDLE that pushes new mail, and bad input answered without hang
 - NOOP, CHECK and IDLE (every L{IDLE_POLL} seconds) rescan the Maildir and report
   EXPUNGE, EXISTS and flag changes.
 - Disk work (SELECT's and NOOP's scans, sizes and dates for FETCH, message content,
-  STORE's renames, EXPUNGE's unlinks) runs in the mailbox's worker threads; commands
+  SEARCH, STORE's renames, EXPUNGE's unlinks) runs in the mailbox's worker threads; commands
   that follow wait (L{SinkIMAP4Server._hold}) so replies keep their order.
 - An over-long line gets C{* BAD} and is skipped; the connection stays.
 """
@@ -402,33 +402,40 @@ class SinkIMAP4Server(imap4.IMAP4Server):
                     imap4.IMAP4Server.arg_flaglist)
 
     def do_SEARCH(self, tag: bytes, charset: Any, query: Any, uid: int = 0) -> None:
-        """Search in slices (the reactor keeps serving others); always one C{* SEARCH}."""
+        """
+        The candidates, the criteria and any file reads (headers, TEXT, BODY, sizes,
+        dates) are worked through in a worker thread; commands that follow wait.
+        Always one C{* SEARCH}.
+        """
         mbox: Any = self.mbox
-        everything = imap4.MessageSet(1, None)
-        found: list[bytes] = []
-        messages = mbox.fetch(everything, uid=False)
-        last_seq = len(messages)
-        last_uid = messages[-1][1].getUID() if messages else 0
-        position = 0
+        release = self._hold()
 
-        def step() -> None:
-            nonlocal position
-            try:
-                for seq, message in messages[position:position + 500]:
-                    if self._searchFilter(_copy(query), seq, message, last_seq,
-                                          last_uid):
-                        found.append(b"%d" % (message.getUID() if uid else seq,))
-            except Exception as error:  # a query Twisted cannot evaluate
-                self.sendBadResponse(tag, b"Bad search: " + str(error).encode())
-                return
-            position += 500
-            if position < len(messages) and self.mbox is mbox:
-                self._call_later(0, step)
-                return
-            self.sendUntaggedResponse(b" ".join([b"SEARCH", *found]))
+        def match(seq: int, message: Any, last_seq: int, last_uid: int) -> bool:
+            # (Worker thread.) Twisted's criteria read only the message they are given.
+            return bool(self._searchFilter(_copy(query), seq, message, last_seq, last_uid))
+
+        if isinstance(mbox, MaildirMailbox):
+            searched = mbox.search(match, bool(uid))
+        else:
+            searched = maybeDeferred(self._search_inline, mbox, match, bool(uid))
+
+        def answer(found: list[int]) -> None:
+            self.sendUntaggedResponse(b" ".join([b"SEARCH", *(b"%d" % n for n in found)]))
             self.sendPositiveResponse(tag, b"SEARCH completed")
 
-        step()
+        def failed(failure: Failure) -> None:  # a query Twisted cannot evaluate
+            self.sendBadResponse(tag, b"Bad search: " + str(failure.value).encode())
+
+        searched.addCallbacks(answer, failed).addBoth(release)
+
+    @staticmethod
+    def _search_inline(mbox: Any, match: Any, by_uid: bool) -> list[int]:
+        """SEARCH over a mailbox that is not a Maildir (none in the daemon)."""
+        messages = mbox.fetch(imap4.MessageSet(1, None), uid=False)
+        last_seq = len(messages)
+        last_uid = messages[-1][1].getUID() if messages else 0
+        return [message.getUID() if by_uid else seq for seq, message in messages
+                if match(seq, message, last_seq, last_uid)]
 
     _requiresLastMessageInfo: Any = {b"OR", b"NOT", b"UID", "OR", "NOT", "UID"}
 
