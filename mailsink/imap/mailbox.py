@@ -415,6 +415,72 @@ def search_messages(path: str, uid_map: UidMap, uids: list[int], entries: dict[i
     return found, search.found_sizes, search.found_dates, moves
 
 
+def _select(uids: list[int], messages: imap4.MessageSet, uid: bool
+            ) -> list[tuple[int, int]]:
+    """(sequence number, UID) pairs of the session's C{uids} in C{messages}, in order."""
+    last = (uids[-1] if uids else 0) if uid else len(uids)
+    with contextlib.suppress(ValueError):
+        messages.last = last
+    picked: set[int] = set()
+    for low, high in messages.ranges:
+        if uid:
+            start = bisect.bisect_left(uids, low)
+            end = bisect.bisect_right(uids, high)
+        else:
+            start, end = max(low, 1) - 1, min(high, len(uids))
+        picked.update(range(start, end))
+    return [(index + 1, uids[index]) for index in sorted(picked)]
+
+
+Stored = tuple[dict[int, tuple[str, str]], "OSError | None", dict[int, list[str]]]
+
+
+def store_flags(path: str, uids: list[int], entries: dict[int, Entry],
+                messages: imap4.MessageSet, by_uid: bool, letters: set[str],
+                mode: int) -> Stored:
+    """
+    (Worker thread.) Add (C{mode} > 0), remove (< 0) or set (0) flag letters on a session's
+    messages (C{uids}, C{entries}: read, never changed): the new (C{cur}, name) per UID
+    renamed, the error that stopped the renames, and every picked message's flags by
+    sequence number.
+    """
+    picked = _select(uids, messages, by_uid)
+    plan = []
+    for _seq, u in picked:
+        entry = entries[u]
+        current = set(entry.name.partition(":2,")[2])
+        if mode > 0:
+            wanted = current | letters
+        elif mode < 0:
+            wanted = current - letters
+        else:
+            wanted = (current - set(LETTER_FLAGS)) | letters
+        if wanted != current or (entry.sub == "new" and wanted):
+            plan.append((u, entry.base, entry.sub, entry.name, "".join(sorted(wanted))))
+    done, error = _rename_all(path, plan) if plan else ({}, None)
+    result = {seq: flags_of(done[u][1] if u in done else entries[u].name)
+              for seq, u in picked}
+    return done, error, result
+
+
+def expunge_deleted(path: str, uids: list[int], entries: dict[int, Entry]
+                    ) -> tuple[list[int], list[int], list[int]]:
+    """
+    (Worker thread.) Unlink a session's \\Deleted messages (C{uids}, C{entries}: read,
+    never changed): the UIDs kept, the sequence numbers gone (highest first), the UIDs
+    gone.
+    """
+    doomed = [(seq, uid) for seq, uid in enumerate(uids, 1)
+              if "T" in entries[uid].name.partition(":2,")[2]]
+    if not doomed:
+        return uids, [], []
+    _unlink_all(path, [(entries[uid].base, entries[uid].sub, entries[uid].name)
+                       for _seq, uid in doomed])
+    gone_uids = {uid for _seq, uid in doomed}
+    kept = [uid for uid in uids if uid not in gone_uids]
+    return kept, [seq for seq, _uid in doomed][::-1], sorted(gone_uids)
+
+
 class Entry:
     """One message as a session knows it."""
 
@@ -614,40 +680,24 @@ class MaildirMailbox:
         raise imap4.MailboxException("APPEND is not supported; deliver by SMTP")
 
     def expunge(self) -> Deferred[list[int]]:
-        """Unlink every \\Deleted message (in a worker thread); gives their sequence
-        numbers, highest first."""
-        doomed = [self.entries[uid] for uid in self.uids
-                  if "T" in self.entries[uid].name.partition(":2,")[2]]
-        if not doomed:
-            return succeed([])
-        plan = [(entry.base, entry.sub, entry.name) for entry in doomed]
+        """Unlink every \\Deleted message (picked and unlinked in a worker thread); gives
+        their sequence numbers, highest first."""
+        def unlinked(outcome: tuple[list[int], list[int], list[int]]) -> list[int]:
+            kept, gone, gone_uids = outcome
+            if gone_uids:
+                self.uids = kept
+                for uid in gone_uids:
+                    self.entries.pop(uid, None)
+            return gone
 
-        def unlinked(_: None) -> list[int]:
-            gone_uids = {entry.uid for entry in doomed}
-            gone = [seq for seq, uid in enumerate(self.uids, 1) if uid in gone_uids]
-            self.uids = [uid for uid in self.uids if uid not in gone_uids]
-            for uid in gone_uids:
-                self.entries.pop(uid, None)
-            return gone[::-1]
-
-        return self.run(_unlink_all, self.path, plan).addCallback(unlinked)
+        return self.run(expunge_deleted, self.path, self.uids,
+                        self.entries).addCallback(unlinked)
 
     # Messages.
 
     def select_ids(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, int]]:
         """(sequence number, UID) pairs in C{messages}, in sequence order."""
-        last = (self.uids[-1] if self.uids else 0) if uid else len(self.uids)
-        with contextlib.suppress(ValueError):
-            messages.last = last
-        picked: set[int] = set()
-        for low, high in messages.ranges:
-            if uid:
-                start = bisect.bisect_left(self.uids, low)
-                end = bisect.bisect_right(self.uids, high)
-            else:
-                start, end = max(low, 1) - 1, min(high, len(self.uids))
-            picked.update(range(start, end))
-        return [(index + 1, self.uids[index]) for index in sorted(picked)]
+        return _select(self.uids, messages, uid)
 
     def fetch(self, messages: imap4.MessageSet, uid: bool) -> list[tuple[int, MaildirMessage]]:
         return [(seq, MaildirMessage(self, self.entries[u]))
@@ -702,9 +752,19 @@ class MaildirMailbox:
         return self.run(search_messages, self.path, self.uid_map, self.uids, self.entries,
                         match, by_uid).addCallback(searched)
 
+    def fetch_later(self, messages: imap4.MessageSet, uid: bool
+                    ) -> Deferred[list[tuple[int, MaildirMessage]]]:
+        """L{fetch}, worked out in a worker thread (it grows with the number of messages).
+        The session must not change its messages until this fires (its commands wait)."""
+        return self.run(self.fetch, messages, uid)
+
     def store(self, messages: imap4.MessageSet, flags: Iterable[str], mode: int,
               uid: bool) -> Deferred[dict[int, list[str]]]:
-        """Set flags by renaming the files (in a worker thread)."""
+        """
+        Set flags by renaming the files: which messages, which to rename and the renames
+        are all worked out in a worker thread. Gives the new flags by sequence number.
+        The session must not change its messages until this fires (its commands wait).
+        """
         if not self.writeable:
             raise imap4.ReadOnlyMailbox()
         letters = set()
@@ -712,36 +772,19 @@ class MaildirMailbox:
             for system, letter in FLAG_LETTERS.items():
                 if flag.lower() == system.lower():
                     letters.add(letter)
-        picked = self.select_ids(messages, uid)
-        plan = []
-        for _seq, u in picked:
-            entry = self.entries[u]
-            info = entry.name.partition(":2,")[2]
-            current = set(info)
-            if mode > 0:
-                wanted = current | letters
-            elif mode < 0:
-                wanted = current - letters
-            else:
-                wanted = (current - set(LETTER_FLAGS)) | letters
-            if wanted != current or (entry.sub == "new" and wanted):
-                plan.append((u, entry.base, entry.sub, entry.name, "".join(sorted(wanted))))
 
-        def renamed(outcome: tuple[dict[int, tuple[str, str]], OSError | None]
-                    ) -> dict[int, list[str]]:
-            done, error = outcome
+        def renamed(outcome: Stored) -> dict[int, list[str]]:
+            done, error, result = outcome
             for u, where in done.items():
                 entry = self.entries.get(u)
                 if entry is not None:
                     entry.sub, entry.name = where
             if error is not None:
                 raise error
-            return {seq: flags_of(self.entries[u].name) for seq, u in picked
-                    if u in self.entries}
+            return result
 
-        if not plan:
-            return succeed(renamed(({}, None)))
-        return self.run(_rename_all, self.path, plan).addCallback(renamed)
+        return self.run(store_flags, self.path, self.uids, self.entries, messages, uid,
+                        letters, mode).addCallback(renamed)
 
     def _locate(self, entry: Entry) -> str | None:
         """The message's path now, found again if another program renamed it."""

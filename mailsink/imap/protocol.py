@@ -8,8 +8,9 @@ credential rules, IDLE that pushes new mail, and bad input answered without hang
   STARTTLS injection bug).
 - NOOP, CHECK and IDLE (every L{IDLE_POLL} seconds) rescan the Maildir and report
   EXPUNGE, EXISTS and flag changes.
-- Disk work (SELECT's and NOOP's scans, sizes and dates for FETCH, message content,
-  SEARCH, STORE's renames, EXPUNGE's unlinks) runs in the mailbox's worker threads; commands
+- Disk work and work that grows with the mailbox (SELECT's and NOOP's scans, FETCH's
+  message list, sizes, dates and content, SEARCH, STORE's planning and renames, EXPUNGE's
+  and CLOSE's unlinks) runs in the mailbox's worker threads; commands
   that follow wait (L{SinkIMAP4Server._hold}) so replies keep their order.
 - An over-long line gets C{* BAD} and is skipped; the connection stays.
 """
@@ -277,19 +278,36 @@ class SinkIMAP4Server(imap4.IMAP4Server):
             measured.addErrback(self._fetch_failed, tag)
             measured.addBoth(release)
             return
-        if self.mbox.isWriteable() and any(_reads_content(part) for part in query):
-            seen = maybeDeferred(self.mbox.store, messages, ["\\Seen"], 1, uid)
+        if not query:
+            self.sendPositiveResponse(tag, b"FETCH complete")
+            release()
+            return
+        mbox = self.mbox
+        if mbox.isWriteable() and any(_reads_content(part) for part in query):
+            seen = maybeDeferred(mbox.store, messages, ["\\Seen"], 1, uid)
         else:
             seen = succeed(None)
 
-        def marked(result: Any) -> None:
+        def marked(result: Any) -> Deferred[Any]:
             if isinstance(result, Failure):
                 log.warn("[{listener}] could not mark messages seen: {error}",
                          listener=self.settings.listener, error=result.value)
-            # Twisted's FETCH keeps the commands that follow blocked, then releases them.
-            super(SinkIMAP4Server, self).do_FETCH(tag, messages, query, uid)
+            return mbox.fetch_later(messages, bool(uid)) \
+                if isinstance(mbox, MaildirMailbox) \
+                else maybeDeferred(mbox.fetch, messages, uid=uid)
 
-        seen.addBoth(marked)
+        def listed(found: list[Any]) -> None:
+            # Twisted's FETCH writes the messages (content read in a worker, see
+            # spewMessage), keeping the commands that follow blocked, then releases them.
+            self._oldTimeout = self.setTimeout(None)
+            self._IMAP4Server__cbFetch(  # type: ignore[attr-defined]
+                iter(found), tag, query, uid)
+
+        def failed(failure: Failure) -> None:
+            self._fetch_failed(failure, tag)
+            release()
+
+        seen.addBoth(marked).addCallbacks(listed, failed)
 
     def _fetch_failed(self, failure: Failure, tag: bytes) -> None:
         log.failure("FETCH failed", failure)
@@ -383,20 +401,45 @@ class SinkIMAP4Server(imap4.IMAP4Server):
         mbox = self.mbox
         release = self._hold()
 
-        def stored(result: dict[int, list[str]]) -> None:
-            if result and not silent:
-                for seq, now in sorted(result.items()):
-                    extra = b" UID %d" % (mbox.getUID(seq),) if uid else b""
-                    encoded = b" ".join(flag.encode() for flag in now)
-                    self.sendUntaggedResponse(b"%d FETCH (FLAGS (%s)%s)"
-                                              % (seq, encoded, extra))
-            self.sendPositiveResponse(tag, b"STORE completed")
+        def stored(result: dict[int, list[str]]) -> Deferred[None] | None:
+            if not result or silent:
+                self.sendPositiveResponse(tag, b"STORE completed")
+                return None
+            return self._write_slices(
+                tag, b"STORE completed", sorted(result.items()),
+                lambda seq, now: b"* %d FETCH (FLAGS (%s)%s)\r\n" % (
+                    seq, b" ".join(flag.encode() for flag in now),
+                    b" UID %d" % (mbox.getUID(seq),) if uid else b""))
 
         def failed(failure: Failure) -> None:
             self.sendBadResponse(tag, b"Server error: " + str(failure.value).encode())
 
         maybeDeferred(mbox.store, messages, names, how, uid=uid).addCallbacks(
             stored, failed).addBoth(release)
+
+    def _write_slices(self, tag: bytes, done_text: bytes, items: list[Any],
+                      line: Any) -> Deferred[None]:
+        """Write one line per item, L{FETCH_SLICE} per reactor turn, then the tagged OK."""
+        mbox = self.mbox
+        position = 0
+        done: Deferred[None] = Deferred()
+
+        def step() -> None:
+            nonlocal position
+            if self.mbox is not mbox or self.transport is None:
+                done.callback(None)
+                return
+            self.transport.write(b"".join(
+                line(*item) for item in items[position:position + FETCH_SLICE]))
+            position += FETCH_SLICE
+            if position < len(items):
+                self._call_later(0, step)
+                return
+            self.sendPositiveResponse(tag, done_text)
+            done.callback(None)
+
+        step()
+        return done
 
     select_STORE: Any = (do_STORE, imap4.IMAP4Server.arg_seqset, imap4.IMAP4Server.arg_atom,
                     imap4.IMAP4Server.arg_flaglist)
@@ -465,6 +508,30 @@ class SinkIMAP4Server(imap4.IMAP4Server):
         maybeDeferred(self.mbox.expunge).addCallbacks(expunged, failed).addBoth(release)
 
     select_EXPUNGE: Any = (do_EXPUNGE,)
+
+    def do_CLOSE(self, tag: bytes) -> None:
+        """Expunge (in a worker thread, no EXPUNGE replies) and leave the mailbox; the
+        commands that follow wait for it."""
+        mbox = self.mbox
+        release = self._hold()
+        expunged = maybeDeferred(mbox.expunge) if mbox.isWriteable() else succeed(None)
+        closeable = imap4.ICloseableMailbox(mbox, None)
+        if closeable is not None:
+            expunged.addCallback(lambda _: closeable.close())
+
+        def closed(_: Any) -> None:
+            self.sendPositiveResponse(tag, b"CLOSE completed")
+            mbox.removeListener(self)
+            if self.mbox is mbox:
+                self.mbox = None
+                self.state = "auth"
+
+        def failed(failure: Failure) -> None:
+            self.sendBadResponse(tag, b"CLOSE failed: " + str(failure.value).encode())
+
+        expunged.addCallbacks(closed, failed).addBoth(release)
+
+    select_CLOSE: Any = (do_CLOSE,)
 
     def do_UID(self, tag: bytes, command: bytes, line: bytes) -> None:
         command = command.upper()
