@@ -211,11 +211,27 @@ def _where(path: str, sub: str, name: str, base: str,
     return scanned.get(base), scanned
 
 
-Measured = tuple[dict[str, int], dict[str, float], dict[str, tuple[str, str]] | None]
+Moves = list[tuple[int, str, str]]
+"""(UID, C{sub}, name) of messages another program renamed."""
+Measured = tuple[dict[str, int], dict[str, float], Moves]
+
+
+def moves_in(entries: dict[int, Entry], scanned: dict[str, tuple[str, str]] | None) -> Moves:
+    """(Worker thread.) The session's messages (C{entries}: read, never changed) that a
+    scan found somewhere other than where the session knows them."""
+    if scanned is None:
+        return []
+    moves = []
+    for uid, entry in entries.items():
+        where = scanned.get(entry.base)
+        if where is not None and where != (entry.sub, entry.name):
+            moves.append((uid, *where))
+    return moves
 
 
 def measure(path: str, wanted: list[tuple[str, str, str]], sizes: bool,
-            dates: bool) -> Measured:
+            dates: bool) -> tuple[dict[str, int], dict[str, float],
+                                  dict[str, tuple[str, str]] | None]:
     """
     (Worker thread.) Sizes (with CRLF line ends) and modification times of messages given
     as (base, sub, name); also the scan made if some had moved.
@@ -240,13 +256,13 @@ def measure(path: str, wanted: list[tuple[str, str, str]], sizes: bool,
     return found_sizes, found_dates, scanned
 
 
-Loaded = tuple[tuple[str, str] | None, dict[str, tuple[str, str]] | None, bytes, "_Part",
-               float]
+Loaded = tuple[tuple[str, str] | None, Moves, bytes, "_Part", float]
 
 
-def _load(path: str, sub: str, name: str, base: str) -> Loaded:
-    """(Worker thread.) Where a message is, its content (CRLF line ends), its parsed MIME
-    tree and its modification time."""
+def _load(path: str, sub: str, name: str, base: str, entries: dict[int, Entry]) -> Loaded:
+    """(Worker thread.) Where a message is, the session's messages (C{entries}: read, never
+    changed) found moved, its content (CRLF line ends), its parsed MIME tree and its
+    modification time."""
     where, scanned = _where(path, sub, name, base, None)
     raw, stamp = b"", 0.0
     if where is not None:
@@ -257,7 +273,7 @@ def _load(path: str, sub: str, name: str, base: str) -> Loaded:
         except FileNotFoundError:
             raw = b""
     data = _crlf(raw)
-    return where, scanned, data, _parse(data), stamp
+    return where, moves_in(entries, scanned), data, _parse(data), stamp
 
 
 def _rename_all(path: str, plan: list[tuple[int, str, str, str, str]]
@@ -405,14 +421,7 @@ def search_messages(path: str, uid_map: UidMap, uids: list[int], entries: dict[i
     for seq, uid in enumerate(uids, 1):
         if match(seq, _Probe(search, entries[uid]), last_seq, last_uid):
             found.append(uid if by_uid else seq)
-    moves = []
-    if search.scanned is not None:
-        for uid in uids:
-            entry = entries[uid]
-            where = search.scanned.get(entry.base)
-            if where is not None and where != (entry.sub, entry.name):
-                moves.append((uid, *where))
-    return found, search.found_sizes, search.found_dates, moves
+    return found, search.found_sizes, search.found_dates, moves_in(entries, search.scanned)
 
 
 def _select(uids: list[int], messages: imap4.MessageSet, uid: bool
@@ -599,15 +608,13 @@ class MaildirMailbox:
         self.recent += changes.recent
         return changes.expunged, changes.changed, len(self.uids) if changes.added else 0
 
-    def moved(self, scanned: dict[str, tuple[str, str]] | None) -> None:
-        """(Reactor thread.) Take in where a worker's scan found messages another program
-        renamed."""
-        if scanned is None:
-            return
-        for entry in self.entries.values():
-            where = scanned.get(entry.base)
-            if where is not None:
-                entry.sub, entry.name = where
+    def moved(self, moves: Moves) -> None:
+        """(Reactor thread.) Take in where a worker found messages another program renamed
+        (only those: see L{moves_in})."""
+        for uid, sub, name in moves:
+            entry = self.entries.get(uid)
+            if entry is not None:
+                entry.sub, entry.name = sub, name
 
     def sequence(self, uid: int) -> int:
         """The sequence number of C{uid} (0 when this session does not hold it)."""
@@ -712,10 +719,10 @@ class MaildirMailbox:
         """
         def measured(result: tuple[list[tuple[int, MaildirMessage]], Measured]
                      ) -> list[tuple[int, MaildirMessage]]:
-            found, (found_sizes, found_dates, scanned) = result
+            found, (found_sizes, found_dates, moves) = result
             self.uid_map.sizes.update(found_sizes)
             self.uid_map.dates.update(found_dates)
-            self.moved(scanned)
+            self.moved(moves)
             return found
 
         return self.run(self._fetch_and_measure, messages, uid, sizes,
@@ -730,8 +737,9 @@ class MaildirMailbox:
                   if (sizes and m.entry.base not in known_sizes)
                   or (dates and m.entry.base not in known_dates)]
         if not wanted:
-            return found, ({}, {}, None)
-        return found, measure(self.path, wanted, sizes, dates)
+            return found, ({}, {}, [])
+        found_sizes, found_dates, scanned = measure(self.path, wanted, sizes, dates)
+        return found, (found_sizes, found_dates, moves_in(self.entries, scanned))
 
     def search(self, match: Match, by_uid: bool) -> Deferred[list[int]]:
         """
@@ -743,10 +751,7 @@ class MaildirMailbox:
             found, found_sizes, found_dates, moves = result
             self.uid_map.sizes.update(found_sizes)
             self.uid_map.dates.update(found_dates)
-            for uid, sub, name in moves:
-                entry = self.entries.get(uid)
-                if entry is not None:
-                    entry.sub, entry.name = sub, name
+            self.moved(moves)
             return found
 
         return self.run(search_messages, self.path, self.uid_map, self.uids, self.entries,
@@ -897,8 +902,8 @@ class MaildirMessage:
         entry = self.entry
 
         def loaded(found: Loaded) -> None:
-            where, scanned, data, part, stamp = found
-            self._mailbox.moved(scanned)
+            where, moves, data, part, stamp = found
+            self._mailbox.moved(moves)
             if where is not None:
                 entry.sub, entry.name = where
             self._data, self._top = data, part
@@ -907,7 +912,7 @@ class MaildirMessage:
                 self._mailbox.uid_map.dates[entry.base] = stamp
 
         return self._mailbox.run(_load, self._mailbox.path, entry.sub, entry.name,
-                                 entry.base).addCallback(loaded)
+                                 entry.base, self._mailbox.entries).addCallback(loaded)
 
     def _part(self) -> _Part:
         if self._top is None:
