@@ -10,60 +10,40 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.threadpool import ThreadPool
 
 from mailsink.auth.throttle import FailureThrottle
+from mailsink.capped import MAX_CONNECTIONS, CappedFactory
 from mailsink.config import Config, Listener
 from mailsink.imap.mailbox import MaildirAccount, Run, inline
 from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
 
 WORKER_THREADS = 4
 """Threads that scan Maildirs and read messages for the IMAP listeners."""
-MAX_CONNECTIONS = 1000
-"""Concurrent connections per listener; more get C{* BYE} at once instead of a slot."""
-
-log = Logger()
 
 
-class _TooBusy(Protocol):
-    """Tells one connection too many to come back later, and hangs up."""
-
-    transport: Any
-
-    def connectionMade(self) -> None:
-        self.transport.write(b"* BYE too many connections; try again later\r\n")
-        self.transport.loseConnection()
-
-
-class IMAPFactory(ServerFactory):
-    """Builds one L{SinkIMAP4Server} per connection."""
-
-    noisy = False
+class IMAPFactory(CappedFactory):
+    """Builds one L{SinkIMAP4Server} per connection (at most L{MAX_CONNECTIONS} at once)."""
 
     def __init__(self, settings: IMAPSettings, portal: Any, tls_context: Any,
                  clock: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(max_connections)
         self.settings = settings
+        self.listener = settings.listener
         self.portal = portal
         self.tls_context = tls_context
         self.clock = clock
         self.throttle = FailureThrottle(clock)
-        self.max_connections = max_connections
-        self.connections = 0
-        """Connections open now (counted by L{SinkIMAP4Server})."""
 
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        if self.connections >= self.max_connections:
-            log.warn("[{listener}] refused a connection from {client}: {limit} connections "
-                     "are open already", listener=self.settings.listener,
-                     client=getattr(addr, "host", addr), limit=self.max_connections)
-            return _TooBusy()
+    def refusal(self) -> bytes:
+        return b"* BYE too many connections; try again later\r\n"
+
+    def build(self, addr: IAddress | None) -> Protocol:
         protocol = SinkIMAP4Server(self.settings, self.portal, self.tls_context)
-        protocol.factory = self
         protocol.clock = self.clock
         protocol.throttle = self.throttle
         protocol.callLater = self.clock.callLater  # type: ignore[method-assign]
