@@ -1,6 +1,6 @@
 """
-The C{mailsink} console script: one argparse sub-command per task (C{passwd} now; C{check},
-C{send}, C{ls} and C{show} later), each a function taking the parsed arguments and
+The C{mailsink} console script: one argparse sub-command per task (C{passwd}, C{check} and
+C{send} now; C{ls} and C{show} later), each a function taking the parsed arguments and
 returning an exit status. Errors are one line on standard error: status 2 for usage, 1 for
 failures. Passwords are never printed, echoed or taken from the command line.
 """
@@ -12,11 +12,13 @@ import contextlib
 import getpass
 import os
 import re
+import ssl
 import sys
 import tempfile
 from collections.abc import Callable
 from typing import NoReturn
 
+from mailsink import probe, send
 from mailsink.auth.passwords import hash_bcrypt
 
 
@@ -50,7 +52,55 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("-C", "--cost", type=int, default=12, choices=range(4, 32),
                         metavar="4..31", help="bcrypt cost (default 12)")
     passwd.set_defaults(run=run_passwd)
+    add_probe_commands(commands)
     return parser
+
+
+def _add_tls_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--timeout", type=float, default=probe.DEFAULT_TIMEOUT,
+                         metavar="SECONDS",
+                         help=f"seconds each step may take (default {probe.DEFAULT_TIMEOUT:g})")
+    command.add_argument("--cafile", metavar="FILE",
+                         help="trust only the certificates in FILE (PEM)")
+    command.add_argument("--insecure", action="store_true",
+                         help="do not check the server's certificate")
+    command.add_argument("--servername", metavar="NAME",
+                         help="the name the certificate must carry (default: HOST)")
+
+
+def add_probe_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """The C{check} and C{send} sub-commands (see L{mailsink.probe})."""
+    check = commands.add_parser(
+        "check", help="probe an SMTP server and say which client settings work",
+        description="Probe an SMTP server: greeting or silence (implicit TLS), STARTTLS, "
+                    "AUTH before and after TLS, the certificate, SIZE; ends with the "
+                    "settings to use or the problem. Exit status 0 when a setting works.")
+    check.add_argument("target", metavar="HOST[:PORT]",
+                       help=f"the server (default port {probe.DEFAULT_PORT})")
+    _add_tls_options(check)
+    check.set_defaults(run=run_check)
+    send_command = commands.add_parser(
+        "send", help="send a test message to an SMTP server",
+        description="Send a test message; failures are explained in one sentence. The "
+                    "password comes from standard input (--password-stdin) or "
+                    "MAILSINK_PASSWORD.")
+    send_command.add_argument("target", metavar="HOST[:PORT]",
+                              help="the server (default port 587, 465 with --tls implicit)")
+    send_command.add_argument("--tls", choices=probe.MODES, default="starttls",
+                              help="none, starttls (default) or implicit")
+    send_command.add_argument("--user", metavar="U", help="log in as U")
+    send_command.add_argument("--password-stdin", action="store_true",
+                              help="read the password from standard input's first line")
+    send_command.add_argument("--from", dest="sender", metavar="A", default=send.DEFAULT_FROM,
+                              help=f"the sender (default {send.DEFAULT_FROM})")
+    send_command.add_argument("--to", dest="recipients", metavar="B", action="append",
+                              help=f"a recipient, repeatable (default {send.DEFAULT_TO})")
+    send_command.add_argument("--subject", metavar="S", default=send.DEFAULT_SUBJECT,
+                              help=f"the subject (default {send.DEFAULT_SUBJECT!r})")
+    send_command.add_argument("--attach", metavar="FILE", action="append", default=[],
+                              help="attach FILE (content type guessed), repeatable")
+    _add_tls_options(send_command)
+    send_command.set_defaults(run=run_send)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,3 +226,73 @@ def update_password_file(path: str, user: bytes, entry: bytes) -> bool:
     finally:
         os.close(folder_descriptor)
     return added
+
+
+def _target(arguments: argparse.Namespace, default_port: int) -> tuple[str, int]:
+    try:
+        return probe.parse_target(arguments.target, default_port)
+    except ValueError as e:
+        raise UsageError(f"mailsink {arguments.command}: {e}") from None
+
+
+def _context(arguments: argparse.Namespace) -> ssl.SSLContext:
+    if arguments.timeout <= 0:
+        raise UsageError(f"mailsink {arguments.command}: --timeout must be positive")
+    try:
+        return probe.make_context(arguments.cafile, arguments.insecure)
+    except probe.Diagnosis as e:
+        raise CommandFailed(str(e)) from None
+
+
+def run_check(arguments: argparse.Namespace) -> int:
+    """C{mailsink check HOST[:PORT]}: print the findings and the settings to use."""
+    host, port = _target(arguments, probe.DEFAULT_PORT)
+    context = _context(arguments)
+    print(f"checking {host}:{port}", flush=True)
+    try:
+        findings = probe.check(host, port, context=context, timeout=arguments.timeout,
+                               servername=arguments.servername)
+    except probe.Diagnosis as e:
+        raise CommandFailed(str(e)) from None
+    for line in findings.lines:
+        print(f"  {line}")
+    if findings.problem is not None:
+        raise CommandFailed(findings.problem)
+    print(findings.use)
+    return 0
+
+
+def send_password(arguments: argparse.Namespace) -> str | None:
+    """The password for C{send}: standard input's first line, else C{MAILSINK_PASSWORD}."""
+    if arguments.password_stdin:
+        line = sys.stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise CommandFailed("no password on standard input")
+        return password
+    return os.environ.get("MAILSINK_PASSWORD")
+
+
+def run_send(arguments: argparse.Namespace) -> int:
+    """C{mailsink send HOST[:PORT]}: send a test message, say what the server answered."""
+    host, port = _target(arguments,
+                         probe.IMPLICIT_PORT if arguments.tls == "implicit" else
+                         probe.DEFAULT_PORT)
+    context = _context(arguments)
+    password = send_password(arguments)
+    if arguments.user is None and arguments.password_stdin:
+        raise UsageError("mailsink send: --password-stdin needs --user")
+    if arguments.user is not None and password is None:
+        raise CommandFailed("no password for --user: pass --password-stdin or set "
+                            "MAILSINK_PASSWORD")
+    recipients = arguments.recipients or [send.DEFAULT_TO]
+    try:
+        message = send.build_message(arguments.sender, recipients, arguments.subject,
+                                     arguments.attach)
+        reply = send.send(host, port, message, mode=arguments.tls, context=context,
+                          timeout=arguments.timeout, user=arguments.user, password=password,
+                          servername=arguments.servername)
+    except probe.Diagnosis as e:
+        raise CommandFailed(str(e)) from None
+    print(f"sent to {host}:{port}: {reply}")
+    return 0
