@@ -34,6 +34,7 @@ from mailsink.auth.any_of import AnyOfChecker
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.password_file import PasswordFileChecker
 from mailsink.auth.throttle import FailureThrottle
+from mailsink.chaos import Chaos
 from mailsink.config import Config, ConfigError, Listener
 from mailsink.index import MessageIndex
 from mailsink.maildir import Maildir
@@ -78,10 +79,11 @@ def build_service(config: Config, reactor: Any) -> IService:
         auth_setup = AuthSetup(checker.offers_plaintext, FailureThrottle(reactor), reactor)
     portal = build_portal(store.maildir, config.mailsink.isolation, checker,
                           config.auth.admins)
+    chaos = Chaos() if config.mailsink.chaos else None
     index = _index_service(config, store, metrics, reactor)
     if index is not None:
         index.setServiceParent(top)
-        _web_listeners(config, index.index, checker, metrics, reactor, top)
+        _web_listeners(config, index.index, checker, metrics, reactor, top, chaos)
     tls_context = _tls_context(config)
     for protocol in READER_PROTOCOLS:
         listeners = config.enabled_listeners(protocol)
@@ -99,6 +101,7 @@ def build_service(config: Config, reactor: Any) -> IService:
             auth=listener.auth,
             allow_insecure=config.auth.allow_insecure,
             hints=_hints(listener, smtp),
+            chaos=chaos,
         )
         if listener.auth == "required" and checker is None:
             raise ConfigError(listener.section, "auth", "is required but no credentials are "
@@ -206,7 +209,7 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
 
 
 def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: Metrics,
-                   reactor: Any, parent: MultiService) -> None:
+                   reactor: Any, parent: MultiService, chaos: Chaos | None = None) -> None:
     """One Klein site per [web] section (each may set its own auth), sharing the index."""
     web = config.enabled_listeners("web")
     if not web:
@@ -223,7 +226,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                               "MAILSINK_AUTH")
         access = Access(listener.auth == "required", checker, config.mailsink.isolation,
                         config.auth.admins)
-        app = WebApp(index, access, hub, metrics, threads.run_blocking, config.relay.host)
+        app = WebApp(index, access, hub, metrics, threads.run_blocking, config.relay.host,
+                     chaos)
         site = Site(app.resource())
         site.displayTracebacks = False
         for description in listener.endpoints:

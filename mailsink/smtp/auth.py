@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from mailsink.auth.sasl import Challenge, Mechanism, SASLError, mechanism_names, start_mechanism
 from mailsink.auth.throttle import FailureThrottle
+from mailsink.chaos import reply_text
 from mailsink.delivery import IMailboxDelivery
 from mailsink.smtp.commands import Reply
 
@@ -77,6 +78,17 @@ class SMTPAuthentication:
     def auth_mechanisms(self) -> list[bytes]:
         assert self.auth_setup is not None
         return [name.encode() for name in mechanism_names(self.auth_setup.offers_plaintext())]
+
+    def chaos_check(self, kind: str) -> None:
+        """Raise the L{Reply} a chaos trigger for C{kind} picks, if one does this time."""
+        chaos = self.settings.chaos
+        code = chaos.should_fail(kind) if chaos is not None else None
+        if code is not None:
+            self.metrics.rejected.labels(self.settings.listener, "chaos").inc()
+            log.info("[{listener}] chaos: answered {code} to {client} ({kind})",
+                     listener=self.settings.listener, code=code,
+                     client=self.client_address(), kind=kind)
+            raise Reply(code, reply_text(kind, code))
 
     def forget_authentication(self) -> None:
         """After STARTTLS: what was learnt in clear text no longer counts (RFC 3207)."""
@@ -162,6 +174,12 @@ class SMTPAuthentication:
     def _logged_in_as_user(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         mechanism = self._sasl
         self._sasl = None
+        try:
+            self.chaos_check("Authentication")
+        except Reply as answer:
+            result[2]()  # the credentials were right, but chaos refuses the login
+            self.reply(answer.code, answer.text)
+            return
         _, self.delivery, self._onLogout = result
         self.authenticated = True
         assert self.auth_setup is not None

@@ -26,6 +26,7 @@ from twisted.mail.smtp import ESMTP
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsink.chaos import Chaos
 from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
 from mailsink.maildir import IncomingMessage
 from mailsink.metrics import Metrics
@@ -65,6 +66,8 @@ class SMTPSettings:
     hints: ListenerHints = attrs.field(
         default=attrs.Factory(lambda self: ListenerHints(self.listener), takes_self=True))
     """Which listeners serve the other TLS modes, for the 465-vs-587 warnings."""
+    chaos: Chaos | None = None
+    """Fault injection (C{[mailsink] chaos = true}); None leaves every reply alone."""
 
 
 @implementer(IHandshakeListener)
@@ -265,6 +268,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
             raise Reply(530, "5.7.0 Authentication required")
         path = parse_path(rest, b"FROM")
         self._check_mail_parameters(path.parameters)
+        self.chaos_check("Sender")
         if self.delivery is None:
             login = self.portal.login(Anonymous(), None, IMailboxDelivery)
             login.addCallback(self._logged_in)
@@ -319,6 +323,7 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
             raise Reply(555, f"5.5.4 Unsupported option: {key}")
         if len(self._recipients) >= self.settings.max_recipients:
             raise Reply(452, "4.5.3 Error: too many recipients")
+        self.chaos_check("Recipient")
         try:
             self.delivery.validateTo(path.address)
         except DeliveryRefused as refused:

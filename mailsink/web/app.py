@@ -25,6 +25,7 @@ from twisted.web.static import File
 from twisted.web.websocket import WebSocketResource
 
 from mailsink import __version__, mime
+from mailsink.chaos import Chaos
 from mailsink.messages import MessageView, Summary
 from mailsink.metrics import Metrics
 from mailsink.web.access import Access, Viewer
@@ -78,13 +79,16 @@ class WebApp:
     app = Klein()
 
     def __init__(self, index: Any, access: Access, hub: EventHub, metrics: Metrics,
-                 run_blocking: RunBlocking, relay_host: str = "") -> None:
+                 run_blocking: RunBlocking, relay_host: str = "",
+                 chaos: Chaos | None = None) -> None:
         self.index = index
         self.access = access
         self.hub = hub
         self.metrics = metrics
         self.run_blocking = run_blocking
         self.relay_host = relay_host
+        self.chaos = chaos
+        """Fault injection, when C{[mailsink] chaos = true}; None otherwise."""
 
     def resource(self) -> Resource:
         """The root resource: every route, each response marked C{nosniff}."""
@@ -334,10 +338,32 @@ class WebApp:
                              "ReturnPath": "", "OverrideFrom": "",
                              "PreserveMessageIDs": False},
             "SpamAssassin": False,
-            "ChaosEnabled": False,
+            "ChaosEnabled": self.chaos is not None,
             "DuplicatesIgnored": False,
             "HideDeleteAllButton": False,
         })
+
+    # Chaos (fault injection).
+
+    def _enabled_chaos(self) -> Chaos:
+        if self.chaos is None:
+            raise BadRequest("Chaos is not enabled")
+        return self.chaos
+
+    @app.route("/api/v1/chaos", methods=["GET"])
+    @_for_viewer
+    def get_chaos(self, request: IRequest, viewer: Viewer) -> bytes:
+        return self._json(request, self._enabled_chaos().to_json())
+
+    @app.route("/api/v1/chaos", methods=["PUT"])
+    @_for_viewer
+    def set_chaos(self, request: IRequest, viewer: Viewer) -> bytes:
+        chaos = self._enabled_chaos()
+        try:
+            chaos.set_triggers(json_body(request, required=False))
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+        return self._json(request, chaos.to_json())
 
     # Live updates.
 
