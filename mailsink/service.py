@@ -48,6 +48,7 @@ from mailsink.tls import load_or_generate_certificate, server_context_factory
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
 from mailsink.web.events import EventHub
+from mailsink.web.webhook import subscribe_webhooks
 
 log = Logger()
 T = TypeVar("T")
@@ -218,6 +219,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
     threads.setServiceParent(parent)
     hub = EventHub(reactor)
     index.subscribe(hub.index_event)
+    subscribe_webhooks(web, index, reactor)
     reactor.callWhenRunning(hub.start)
     for listener in web:
         if listener.auth == "required" and checker is None:
