@@ -84,7 +84,8 @@ def build_service(config: Config, reactor: Any) -> IService:
     index = _index_service(config, store, metrics, reactor)
     if index is not None:
         index.setServiceParent(top)
-        _web_listeners(config, index.index, checker, metrics, reactor, top, chaos)
+        _web_listeners(config, index.index, checker, metrics, reactor, top, chaos,
+                       store.maildir)
     tls_context = _tls_context(config)
     for protocol in READER_PROTOCOLS:
         listeners = config.enabled_listeners(protocol)
@@ -210,7 +211,8 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
 
 
 def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: Metrics,
-                   reactor: Any, parent: MultiService, chaos: Chaos | None = None) -> None:
+                   reactor: Any, parent: MultiService, chaos: Chaos | None = None,
+                   maildir: Maildir | None = None) -> None:
     """One Klein site per [web] section (each may set its own auth), sharing the index."""
     web = config.enabled_listeners("web")
     if not web:
@@ -229,7 +231,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
         access = Access(listener.auth == "required", checker, config.mailsink.isolation,
                         config.auth.admins)
         app = WebApp(index, access, hub, metrics, threads.run_blocking, config.relay.host,
-                     chaos)
+                     chaos, maildir, config.mailsink.hostname, listener.section,
+                     config.mailsink.max_message_size)
         site = Site(app.resource())
         site.displayTracebacks = False
         for description in listener.endpoints:

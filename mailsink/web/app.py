@@ -24,11 +24,14 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 from twisted.web.websocket import WebSocketResource
 
-from mailsink import __version__, mime
+from mailsink import __version__, index_codec, mime
 from mailsink.chaos import Chaos
+from mailsink.delivery import Envelope, trace_headers
+from mailsink.maildir import Maildir, StoreError
 from mailsink.messages import MessageView, Summary
 from mailsink.metrics import Metrics
 from mailsink.web.access import Access, Viewer
+from mailsink.web.compose import Composed, SendError, compose
 from mailsink.web.events import EventHub, EventsWebSocket
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
 
@@ -80,7 +83,9 @@ class WebApp:
 
     def __init__(self, index: Any, access: Access, hub: EventHub, metrics: Metrics,
                  run_blocking: RunBlocking, relay_host: str = "",
-                 chaos: Chaos | None = None) -> None:
+                 chaos: Chaos | None = None, maildir: Maildir | None = None,
+                 hostname: str = "localhost", listener: str = "web",
+                 max_message_size: int = 25 * 1024 * 1024) -> None:
         self.index = index
         self.access = access
         self.hub = hub
@@ -89,6 +94,11 @@ class WebApp:
         self.relay_host = relay_host
         self.chaos = chaos
         """Fault injection, when C{[mailsink] chaos = true}; None otherwise."""
+        self.maildir = maildir
+        """Where C{POST /api/v1/send} stores messages; None: sending is not available."""
+        self.hostname = hostname
+        self.listener = listener
+        self.max_message_size = max_message_size
 
     def resource(self) -> Resource:
         """The root resource: every route, each response marked C{nosniff}."""
@@ -365,6 +375,40 @@ class WebApp:
             raise BadRequest(str(error)) from None
         return self._json(request, chaos.to_json())
 
+    # Sending (the message is stored here, as if received).
+
+    @app.route("/api/v1/send", methods=["POST"])
+    @_for_viewer
+    @inlineCallbacks
+    def send(self, request: IRequest, viewer: Viewer) -> Any:
+        maildir = self.maildir
+        if maildir is None:
+            return self._send_error(request, "sending is not available")
+        try:
+            body = _send_body(request, self.max_message_size)
+            composed: Composed = yield self.run_blocking(lambda: compose(
+                body, hostname=self.hostname, max_size=self.max_message_size))
+        except SendError as error:
+            return self._send_error(request, str(error))
+        address = request.getClientAddress()
+        envelope = Envelope(mail_from=composed.mail_from, recipients=composed.recipients,
+                            helo=None, client_address=getattr(address, "host", "unknown"),
+                            protocol="HTTP", user=viewer.user, listener=self.listener)
+        message = maildir.new_message()
+        message.write(trace_headers(envelope, self.hostname, message.name))
+        message.write(composed.message)
+        try:
+            name = yield message.finish()
+        except StoreError as error:
+            return self._send_error(request, f"the message could not be stored: {error}", 500)
+        self.metrics.received.labels(self.listener).inc()
+        self.metrics.received_bytes.labels(self.listener).inc(message.size)
+        return self._json(request, {"ID": index_codec.message_id(name)})
+
+    def _send_error(self, request: IRequest, text: str, code: int = 400) -> bytes:
+        request.setResponseCode(code)
+        return self._json(request, {"Error": text})
+
     # Live updates.
 
     @app.route("/api/v1/events", methods=["GET"])
@@ -437,6 +481,22 @@ def _ids(body: dict[str, Any]) -> list[str] | None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise BadRequest("IDs must be a list of message IDs")
     return ids
+
+
+def _send_body(request: IRequest, max_size: int) -> Any:
+    """The JSON body of a send request; base64 makes it larger than the message."""
+    limit = max_size * 4 // 3 + 1024 * 1024
+    body = request.content.read(limit + 1) if request.content is not None else b""
+    if len(body) > limit:
+        raise SendError(f"the request is larger than {limit} bytes; messages may be at most "
+                        f"{max_size} bytes ([mailsink] max_message_size)")
+    content_type = (request.getHeader(b"Content-Type") or b"").split(b";")[0].strip().lower()
+    if content_type != b"application/json":
+        raise SendError("the body must be JSON (Content-Type: application/json)")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise SendError(f"the body is not valid JSON: {error}") from None
 
 
 def _read(path: str) -> bytes:
