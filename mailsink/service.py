@@ -2,7 +2,7 @@
 From a L{Config} to running services: the store, its thread pool, and one listening
 service per endpoint string, hung off one C{MultiService}.
 
-Problems found here (a feature not in this version, a certificate, a port that cannot be
+Problems found here (a certificate, a port that cannot be
 bound) stop start-up with one line naming the section and key: a L{ConfigError} while
 building, C{SystemExit} once twistd is starting services (twistd would print a traceback
 for anything else).
@@ -40,6 +40,7 @@ from mailsink.index import MessageIndex
 from mailsink.maildir import Maildir
 from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
+from mailsink.relay.pool import RelayService
 from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
 from mailsink.smtp.factory import SMTPFactory
@@ -66,7 +67,6 @@ AUTH_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 def build_service(config: Config, reactor: Any) -> IService:
     """Everything mailsink runs, configured, not yet started."""
-    _refuse_missing_features(config)
     _raise_open_file_limit()
     top = MultiService()
     metrics = Metrics()
@@ -81,11 +81,17 @@ def build_service(config: Config, reactor: Any) -> IService:
     portal = build_portal(store.maildir, config.mailsink.isolation, checker,
                           config.auth.admins)
     chaos = Chaos() if config.mailsink.chaos else None
+    relay = None
+    if config.relay.host:
+        relay = RelayService(config.relay, reactor)
+        relay.setServiceParent(top)
     index = _index_service(config, store, metrics, reactor)
     if index is not None:
         index.setServiceParent(top)
         _web_listeners(config, index.index, checker, metrics, reactor, top, chaos,
-                       store.maildir)
+                       store.maildir, relay=relay)
+        if relay is not None and config.relay.auto_relay:
+            relay.watch(index.index, lambda path: store.run_blocking(lambda: _read(path)))
     tls_context = _tls_context(config)
     for protocol in READER_PROTOCOLS:
         listeners = config.enabled_listeners(protocol)
@@ -201,7 +207,9 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
                    reactor: Any) -> IndexService | None:
     """An index when something reads it: a web listener, or retention limits."""
     settings = config.mailsink
-    if not (config.enabled_listeners("web") or settings.max_messages or settings.max_age):
+    auto_relay = bool(config.relay.host and config.relay.auto_relay)
+    if not (config.enabled_listeners("web") or settings.max_messages or settings.max_age
+            or auto_relay):
         return None
     index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor)
     service = IndexService(index, settings.maildir, settings.max_messages, settings.max_age,
@@ -212,7 +220,8 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
 
 def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: Metrics,
                    reactor: Any, parent: MultiService, chaos: Chaos | None = None,
-                   maildir: Maildir | None = None) -> None:
+                   maildir: Maildir | None = None,
+                   relay: RelayService | None = None) -> None:
     """One Klein site per [web] section (each may set its own auth), sharing the index."""
     web = config.enabled_listeners("web")
     if not web:
@@ -232,7 +241,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                         config.auth.admins)
         app = WebApp(index, access, hub, metrics, threads.run_blocking, config.relay.host,
                      chaos, maildir, config.mailsink.hostname, listener.section,
-                     config.mailsink.max_message_size)
+                     config.mailsink.max_message_size, relay=relay)
         site = Site(app.resource())
         site.displayTracebacks = False
         for description in listener.endpoints:
@@ -330,15 +339,9 @@ def _reader_builder(protocol: str, listener: Listener) -> Callable[..., None]:
     return builder
 
 
-def _refuse_missing_features(config: Config) -> None:
-    """Settings this version accepts in the file but cannot honour yet."""
-    not_yet = {
-        ("relay", "host"): bool(config.relay.host),
-    }
-    for (section, key), is_set in not_yet.items():
-        if is_set:
-            raise ConfigError(section, key, "is not available in this version of mailsink; "
-                              "leave it unset")
+def _read(path: str) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read()
 
 
 def _raise_open_file_limit() -> None:

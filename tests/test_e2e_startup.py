@@ -92,10 +92,16 @@ class StartupErrorTests(TestCase):
             free_port())}})
         self.assert_one_line(output, r"mailsink: \[pop3\] listen: POP3 needs credentials")
 
-    def test_relay_not_available(self) -> None:
-        output = self.refused({"smtp": plain_smtp(), "relay": {"host": "smtp.example.com"}})
-        self.assert_one_line(output, r"mailsink: \[relay\] host: is not available in this "
-                                     r"version")
+    def test_relay_bad_recipient_expression(self) -> None:
+        output = self.refused({"smtp": plain_smtp(), "relay": {
+            "host": "smtp.example.com", "allowed_recipients": "(unclosed"}})
+        self.assert_one_line(output, r"mailsink: \[relay\] allowed_recipients: .*not a valid "
+                                     r"regular expression")
+
+    def test_relay_host_starts(self) -> None:
+        daemon = Daemon.for_test(self, {"smtp": plain_smtp(),
+                                        "relay": {"host": "smtp.example.com"}})
+        self.assertTrue(daemon.running)
 
     def test_smtp_auth_required_without_credentials(self) -> None:
         output = self.refused({"smtp:submission": {**plain_smtp(), "tls": "starttls-required",

@@ -30,6 +30,8 @@ from mailsink.delivery import Envelope, trace_headers
 from mailsink.maildir import Maildir, StoreError
 from mailsink.messages import MessageView, Summary
 from mailsink.metrics import Metrics
+from mailsink.probe import Diagnosis
+from mailsink.relay.pool import RelayService
 from mailsink.web.access import Access, Viewer
 from mailsink.web.compose import Composed, SendError, compose
 from mailsink.web.events import EventHub, EventsWebSocket
@@ -85,7 +87,8 @@ class WebApp:
                  run_blocking: RunBlocking, relay_host: str = "",
                  chaos: Chaos | None = None, maildir: Maildir | None = None,
                  hostname: str = "localhost", listener: str = "web",
-                 max_message_size: int = 25 * 1024 * 1024) -> None:
+                 max_message_size: int = 25 * 1024 * 1024,
+                 relay: RelayService | None = None) -> None:
         self.index = index
         self.access = access
         self.hub = hub
@@ -93,6 +96,8 @@ class WebApp:
         self.run_blocking = run_blocking
         self.relay_host = relay_host
         self.chaos = chaos
+        self.relay = relay
+        """The C{[relay]} server, when C{host} is set; None otherwise."""
         """Fault injection, when C{[mailsink] chaos = true}; None otherwise."""
         self.maildir = maildir
         """Where C{POST /api/v1/send} stores messages; None: sending is not available."""
@@ -343,8 +348,12 @@ class WebApp:
     def webui(self, request: IRequest) -> bytes:
         return self._json(request, {
             "Label": "",
-            "MessageRelay": {"Enabled": False, "SMTPServer": self.relay_host,
-                             "AllowedRecipients": "", "BlockedRecipients": "",
+            "MessageRelay": {"Enabled": self.relay is not None,
+                             "SMTPServer": self.relay.server if self.relay else "",
+                             "AllowedRecipients": self.relay.policy.allowed if self.relay
+                             else "",
+                             "BlockedRecipients": self.relay.policy.blocked if self.relay
+                             else "",
                              "ReturnPath": "", "OverrideFrom": "",
                              "PreserveMessageIDs": False},
             "SpamAssassin": False,
@@ -408,6 +417,41 @@ class WebApp:
     def _send_error(self, request: IRequest, text: str, code: int = 400) -> bytes:
         request.setResponseCode(code)
         return self._json(request, {"Error": text})
+
+    # Relaying (to the [relay] server).
+
+    def _relay(self) -> RelayService:
+        if self.relay is None:
+            raise BadRequest("relay is not configured: set [relay] host")
+        return self.relay
+
+    @app.route("/api/v1/message/<string:message_id>/release", methods=["POST"])
+    @_for_viewer
+    @inlineCallbacks
+    def release(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
+        relay = self._relay()
+        recipients = _release_recipients(json_body(request, required=True))
+        refusal = relay.policy.refusal(recipients)
+        if refusal is not None:
+            raise BadRequest(refusal)
+        summary = yield self._summary(message_id, viewer, request)
+        raw = yield self._raw(summary, viewer)
+        try:
+            yield relay.release(raw, recipients)
+        except Diagnosis as diagnosis:
+            raise BadRequest(str(diagnosis)) from None
+        return self._ok(request)
+
+    @app.route("/api/v1/relay/test", methods=["POST"])
+    @_for_viewer
+    @inlineCallbacks
+    def relay_test(self, request: IRequest, viewer: Viewer) -> Any:
+        relay = self._relay()
+        try:
+            yield relay.test()
+        except Diagnosis as diagnosis:
+            return self._json(request, {"status": "error", "message": str(diagnosis)})
+        return self._json(request, {"status": "ok", "message": "SMTP connection successful"})
 
     # Live updates.
 
@@ -497,6 +541,19 @@ def _send_body(request: IRequest, max_size: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise SendError(f"the body is not valid JSON: {error}") from None
+
+
+def _release_recipients(body: dict[str, Any]) -> list[str]:
+    """The C{To} list of a release request: addresses, at least one."""
+    to = body.get("To")
+    if not isinstance(to, list) or not to or not all(
+            isinstance(address, str) and address.strip() for address in to):
+        raise BadRequest("To must be a list of one or more addresses")
+    addresses = [address.strip() for address in to]
+    for address in addresses:
+        if any(c in address for c in "\r\n<> ") or "@" not in address:
+            raise BadRequest(f"{address!r} is not an email address")
+    return addresses
 
 
 def _read(path: str) -> bytes:
