@@ -239,8 +239,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                               "MAILSINK_AUTH")
         access = Access(listener.auth == "required", checker, config.mailsink.isolation,
                         config.auth.admins)
-        app = WebApp(index, access, hub, metrics, threads.run_blocking, config.relay.host,
-                     chaos, maildir, config.mailsink.hostname, listener.section,
+        app = WebApp(index, access, hub, metrics, threads.run_blocking, chaos, maildir,
+                     config.mailsink.hostname, listener.section,
                      config.mailsink.max_message_size, relay=relay)
         site = Site(app.resource())
         site.displayTracebacks = False

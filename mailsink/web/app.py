@@ -84,8 +84,8 @@ class WebApp:
     app = Klein()
 
     def __init__(self, index: Any, access: Access, hub: EventHub, metrics: Metrics,
-                 run_blocking: RunBlocking, relay_host: str = "",
-                 chaos: Chaos | None = None, maildir: Maildir | None = None,
+                 run_blocking: RunBlocking, chaos: Chaos | None = None,
+                 maildir: Maildir | None = None,
                  hostname: str = "localhost", listener: str = "web",
                  max_message_size: int = 25 * 1024 * 1024,
                  relay: RelayService | None = None) -> None:
@@ -94,11 +94,10 @@ class WebApp:
         self.hub = hub
         self.metrics = metrics
         self.run_blocking = run_blocking
-        self.relay_host = relay_host
         self.chaos = chaos
+        """Fault injection, when C{[mailsink] chaos = true}; None otherwise."""
         self.relay = relay
         """The C{[relay]} server, when C{host} is set; None otherwise."""
-        """Fault injection, when C{[mailsink] chaos = true}; None otherwise."""
         self.maildir = maildir
         """Where C{POST /api/v1/send} stores messages; None: sending is not available."""
         self.hostname = hostname
