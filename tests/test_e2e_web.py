@@ -101,11 +101,6 @@ def html_message() -> EmailMessage:
 class WebViewTests(unittest.TestCase):
     def setUp(self) -> None:
         self.sync_api = load_playwright()
-        self.daemon = Daemon.for_test(self, {
-            "smtp": {"tls": "none", "auth": "none"},
-            "web": {"auth": "none"},
-        })
-        self.base = f"http://127.0.0.1:{self.daemon.ports['web']}"
         self.playwright = self.sync_api.sync_playwright().start()
         self.addCleanup(self.playwright.stop)
         browser = self.playwright.chromium.launch(
@@ -119,6 +114,15 @@ class WebViewTests(unittest.TestCase):
         self.deletes: list[str] = []
         self.page.on("request", self._note_request)
 
+    def start_daemon(self, relay: dict[str, str] | None = None) -> Daemon:
+        """The daemon under test (SMTP and web, no auth), with C{[relay]} when given."""
+        sections = {"smtp": {"tls": "none", "auth": "none"}, "web": {"auth": "none"}}
+        if relay is not None:
+            sections["relay"] = relay
+        self.daemon = Daemon.for_test(self, sections)
+        self.base = f"http://127.0.0.1:{self.daemon.ports['web']}"
+        return self.daemon
+
     def _note_request(self, request: Any) -> None:
         if request.method == "DELETE":
             self.deletes.append(f"{request.method} {request.url} from frame {request.frame.url}")
@@ -131,6 +135,7 @@ class WebViewTests(unittest.TestCase):
         return int(self.api("/api/v1/messages")["total"])
 
     def test_live_list_sandboxed_view_tabs_delete(self) -> None:
+        self.start_daemon()
         try:
             self.check_page()
         except BaseException:
@@ -233,4 +238,73 @@ class WebViewTests(unittest.TestCase):
             png = stream.read()
         self.assertTrue(png.startswith(b"\x89PNG\r\n\x1a\n"), png[:16])
         self.assertGreater(len(png), 5000)
+        self.assertEqual(self.problems, [])
+
+    def test_relay_test_and_release(self) -> None:
+        """Test relay and Release from the page, to a second mailsink as the relay target."""
+        target = Daemon.for_test(self, {"smtp": {"tls": "none", "auth": "none"},
+                                        "auth": {"accept_any": "true"}})
+        self.start_daemon({"host": "127.0.0.1", "port": str(target.ports["smtp"]),
+                           "tls": "none", "tls_verify": "false", "timeout": "5s",
+                           "allowed_recipients": r"@example\.org$"})
+        try:
+            self.check_relay(target)
+        except BaseException:
+            print(f"page problems: {self.problems}\nsource log (tail):\n"
+                  f"{self.daemon.log_text()[-3000:]}\ntarget log (tail):\n"
+                  f"{target.log_text()[-3000:]}")
+            raise
+
+    def check_relay(self, target: Daemon) -> None:
+        expect = self.sync_api.expect
+        page = self.page
+        page.goto(self.base + "/", wait_until="load")
+        expect(page.locator("#live-indicator")).to_have_text("live")
+        with smtplib.SMTP("127.0.0.1", self.daemon.ports["smtp"], timeout=SMTP_TIMEOUT) as client:
+            client.send_message(html_message(), from_addr="app@example.com",
+                                to_addrs=["dev@example.com"])
+        rows = page.locator("#message-list .message-row")
+        expect(rows).to_have_count(1)
+        before = target.new_files()
+
+        # Test relay: the button shows (relay is enabled), the notice is green.
+        notice = page.locator("#notice")
+        test_button = page.locator("#btn-relay-test")
+        expect(test_button).to_be_visible()
+        test_button.click()
+        expect(page.locator("#notice-text")).to_have_text("SMTP connection successful")
+        expect(notice).to_have_class(re.compile(r"\bok\b"))
+
+        # Release: the form is prefilled with the To addresses; send it elsewhere.
+        rows.first.click()
+        expect(page.locator("#message-subject")).to_have_text(SUBJECT)
+        release = page.locator("#btn-release")
+        expect(release).to_be_visible()
+        release.click()
+        to = page.locator("#release-to")
+        expect(to).to_be_visible()
+        expect(to).to_have_value("dev@example.com")
+        # A refused recipient: the server's reason, as it sent it, in a red notice.
+        page.locator("#btn-release-confirm").click()
+        expect(page.locator("#notice-text")).to_have_text(
+            r"dev@example.com is not allowed by [relay] allowed_recipients (@example\.org$)")
+        expect(notice).not_to_have_class(re.compile(r"\bok\b"))
+        self.assertEqual(target.new_files(), before)
+        to.fill("qa@example.org")
+        page.locator("#btn-release-confirm").click()
+        expect(page.locator("#notice-text")).to_have_text("Released to qa@example.org.")
+        expect(notice).to_have_class(re.compile(r"\bok\b"))
+        expect(page.locator("#release-form")).to_be_hidden()
+
+        deadline = time.monotonic() + 10
+        arrived: set[str] = set()
+        while time.monotonic() < deadline:
+            arrived = target.new_files() - before
+            if arrived:
+                break
+            time.sleep(0.1)
+        self.assertEqual(len(arrived), 1, "the released message never reached the target")
+        delivered = target.read_new(arrived.pop())
+        self.assertIn(f"Subject: {SUBJECT}".encode(), delivered)
+        self.assertIn(b"qa@example.org", delivered)
         self.assertEqual(self.problems, [])

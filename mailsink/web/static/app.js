@@ -13,6 +13,10 @@
  *   GET    /api/v1/events                       Server-Sent Events, unnamed; data is
  *          {"Type": "new"|"update"|"delete"|"truncate"|"stats", "Data": ...}
  *   GET    /view/{ID}.html[?remote=1]           message HTML, only ever in the sandboxed iframe
+ *   GET    /api/v1/webui                        {"MessageRelay": {"Enabled": bool, ...}, ...}
+ *   POST   /api/v1/message/{ID}/release         {"To": ["addr", ...]}; 200, or 400 with a
+ *                                               one-sentence text/plain reason
+ *   POST   /api/v1/relay/test                   {}; answers {"status": "ok"|"error", "message"}
  * State-changing requests always send Content-Type: application/json with a JSON body.
  *
  * Stable hooks for end-to-end tests:
@@ -33,7 +37,16 @@
  *   #btn-mark-all-read, #btn-back
  *   #live-indicator           text "live" (class "live") while the EventSource is open,
  *                             else "offline" (class "offline")
- *   #notice / #notice-text    errors, and the sign-in message after a 401
+ *   #notice / #notice-text    errors, and the sign-in message after a 401; class "ok"
+ *                             (green) for successes, else red
+ * Relay (only shown when /api/v1/webui says MessageRelay.Enabled):
+ *   #btn-relay-test           list toolbar; POSTs /api/v1/relay/test, shows its message
+ *                             in #notice (class "ok" when status is "ok")
+ *   #btn-release              message toolbar; opens #release-form (hidden until then) with
+ *                             #release-to prefilled with the message's To addresses,
+ *                             comma-separated; #btn-release-confirm (submit) releases,
+ *                             #btn-release-cancel closes it. Success: "Released to a, b."
+ *                             in #notice (class "ok"); a 400 shows the server's reason.
  * URL fragment: #search=QUERY&start=N&id=ID, so reload and back/forward restore the view.
  * Keyboard: j/k (or ↓/↑ in the list) next/previous, Enter opens, Delete deletes, / searches,
  * Esc closes the message.
@@ -48,7 +61,7 @@ const narrow = window.matchMedia('(max-width: 800px)');
 const state = {
   listKey: null, search: '', start: 0, messages: [],
   total: 0, unread: 0, matches: 0, matchesUnread: 0,
-  id: null, message: null, loadedTabs: new Set(),
+  id: null, message: null, loadedTabs: new Set(), relay: false,
   listSeq: 0, openSeq: 0, fresh: new Set(), refreshTimer: null,
 };
 
@@ -103,8 +116,9 @@ function longDate(iso) {
 }
 
 let noticeTimer = null;
-function showNotice(text, sticky = false) {
+function showNotice(text, sticky = false, ok = false) {
   $('#notice-text').textContent = text;
+  $('#notice').classList.toggle('ok', ok);
   $('#notice').hidden = false;
   clearTimeout(noticeTimer);
   if (!sticky) noticeTimer = setTimeout(() => { $('#notice').hidden = true; }, 10000);
@@ -140,6 +154,85 @@ async function api(method, path, body) {
 }
 
 const getJSON = async (path) => (await api('GET', path)).json();
+
+/* ---------- relay ---------- */
+
+async function loadWebUI() {
+  let info;
+  try {
+    info = await getJSON('/api/v1/webui');
+  } catch (err) { return; } // no relay buttons; a 401 already said so
+  const enabled = Boolean(info && info.MessageRelay && info.MessageRelay.Enabled);
+  state.relay = enabled;
+  $('#btn-relay-test').hidden = !enabled;
+  $('#btn-release').hidden = !enabled;
+  if (!enabled) hideReleaseForm();
+}
+
+async function relayTest() {
+  const button = $('#btn-relay-test');
+  button.disabled = true;
+  try {
+    const answer = await (await api('POST', '/api/v1/relay/test', {})).json();
+    const ok = answer && answer.status === 'ok';
+    showNotice(String((answer && answer.message) || (ok ? 'SMTP connection successful' : 'relay test failed')), !ok, ok);
+  } catch (err) {
+    fail(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function hideReleaseForm() {
+  $('#release-form').hidden = true;
+  $('#release-status').textContent = '';
+}
+
+function showReleaseForm() {
+  const m = state.message;
+  if (!m || !state.relay) return;
+  const to = (m.To || []).map((a) => (a && a.Address) || '').filter(Boolean).join(', ');
+  $('#release-to').value = to;
+  $('#release-status').textContent = '';
+  $('#release-form').hidden = false;
+  $('#release-to').focus();
+}
+
+async function releaseMessage(e) {
+  e.preventDefault();
+  const id = state.message && state.message.ID;
+  if (!id) return;
+  const to = $('#release-to').value.split(/[,;\s]+/).map((a) => a.trim()).filter(Boolean);
+  if (!to.length) {
+    $('#release-status').textContent = 'Enter at least one address.';
+    return;
+  }
+  const submit = $('#btn-release-confirm');
+  submit.disabled = true;
+  $('#release-status').textContent = 'Releasing…';
+  try {
+    const res = await fetch(`/api/v1/message/${enc(id)}/release`, {
+      method: 'POST', cache: 'no-store', credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ To: to }),
+    });
+    if (res.status === 401) {
+      showNotice('Sign-in needed: this server asks for a user name and password. Reload the page to sign in.', true);
+      return;
+    }
+    if (!res.ok) {
+      const text = (await res.text().catch(() => '')).trim().slice(0, 500);
+      showNotice(text || `Release failed: HTTP ${res.status}`, true);
+      return;
+    }
+    hideReleaseForm();
+    showNotice(`Released to ${to.join(', ')}.`, false, true);
+  } catch (err) {
+    fail(err);
+  } finally {
+    submit.disabled = false;
+    if (!$('#release-form').hidden) $('#release-status').textContent = '';
+  }
+}
 
 /* ---------- URL fragment state ---------- */
 
@@ -342,6 +435,7 @@ function showView(on) {
 async function openMessage(id) {
   state.id = id;
   state.message = null;
+  hideReleaseForm();
   const seq = ++state.openSeq;
   markSelected(id);
   const summary = state.messages.find((m) => m.ID === id);
@@ -679,6 +773,10 @@ function init() {
   $('#btn-mark-read').addEventListener('click', () => markRead(true));
   $('#btn-mark-unread').addEventListener('click', () => markRead(false));
   $('#btn-mark-all-read').addEventListener('click', markAllRead);
+  $('#btn-relay-test').addEventListener('click', relayTest);
+  $('#btn-release').addEventListener('click', showReleaseForm);
+  $('#release-form').addEventListener('submit', releaseMessage);
+  $('#btn-release-cancel').addEventListener('click', hideReleaseForm);
   $('#btn-notice-close').addEventListener('click', () => { $('#notice').hidden = true; });
   $('#btn-remote').addEventListener('click', () => {
     if (!state.message) return;
@@ -699,6 +797,7 @@ function init() {
   setLive(false);
   applyHash();
   connectEvents();
+  loadWebUI();
 }
 
 init();
