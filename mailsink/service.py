@@ -22,10 +22,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
 from mailsink import mime
@@ -45,6 +43,7 @@ from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
+from mailsink.threads import ThreadPoolService
 from mailsink.tls import load_or_generate_certificate, server_context_factory
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
@@ -124,26 +123,6 @@ def build_service(config: Config, reactor: Any) -> IService:
                 wrapped = ImplicitTLSWatchFactory(tls, settings.hints, reactor)
             ListenerService(listener, description, wrapped, reactor).setServiceParent(top)
     return top
-
-
-class ThreadPoolService(Service):
-    """A pool of worker threads for blocking work, started and stopped with the daemon."""
-
-    def __init__(self, name: str, size: int, reactor: Any) -> None:
-        self.threads = ThreadPool(minthreads=0, maxthreads=size, name=name)
-        self._reactor = reactor
-
-    def run_blocking(self, work: Callable[[], T]) -> Deferred[T]:
-        """Run C{work} in the pool; work given before start-up waits for it."""
-        return deferToThreadPool(self._reactor, self.threads, work)
-
-    def startService(self) -> None:
-        super().startService()
-        self.threads.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.threads.stop()
 
 
 class StoreService(ThreadPoolService):

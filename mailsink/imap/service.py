@@ -7,23 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol
-from twisted.internet.threads import deferToThreadPool
 from twisted.mail import imap4
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python.threadpool import ThreadPool
 
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.capped import MAX_CONNECTIONS, CappedFactory
 from mailsink.config import Config, Listener
 from mailsink.imap.mailbox import MaildirAccount, Run, inline
 from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
+from mailsink.threads import ThreadPoolService
 
 WORKER_THREADS = 4
-"""Threads that scan Maildirs and read messages for the IMAP listeners."""
+"""Threads that scan Maildirs and read messages for the IMAP listeners (their own pool,
+so they never wait behind, nor hold up, the store's)."""
 
 
 class IMAPFactory(CappedFactory):
@@ -60,35 +59,15 @@ def register_reader(portal: Any, state_dir: str, run: Run = inline) -> None:
     portal.realm.readers[imap4.IAccount] = account
 
 
-class WorkerPool(Service):
-    """The IMAP listeners' own threads for Maildir scans and file reads (so they never
-    wait behind, nor hold up, the reactor's shared pool)."""
-
-    def __init__(self, reactor: Any, size: int = WORKER_THREADS) -> None:
-        self.reactor = reactor
-        self.pool = ThreadPool(minthreads=0, maxthreads=size, name="mailsink-imap")
-
-    def run(self, call: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        return deferToThreadPool(self.reactor, self.pool, call, *args, **kwargs)
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> Any:
-        super().stopService()
-        self.pool.stop()
-
-
 def add_listeners(config: Config, listeners: tuple[Listener, ...], portal: Any,
                   tls_context: Any, reactor: Any, parent: MultiService,
                   metrics: Any = None) -> None:
     """Add a listening service for every endpoint of every enabled IMAP section."""
     from mailsink.service import ListenerService
 
-    workers = WorkerPool(reactor)
+    workers = ThreadPoolService("mailsink-imap", WORKER_THREADS, reactor)
     workers.setServiceParent(parent)
-    register_reader(portal, config.mailsink.state_dir, workers.run)
+    register_reader(portal, config.mailsink.state_dir, workers.run_blocking)
     for listener in listeners:
         settings = IMAPSettings(
             hostname=config.mailsink.hostname,

@@ -15,10 +15,8 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from mailsink import probe
 from mailsink.config import RelaySettings
@@ -30,6 +28,7 @@ from mailsink.relay.policy import (
     envelope,
     strip_for_release,
 )
+from mailsink.threads import ThreadPoolService
 
 log = Logger()
 
@@ -96,7 +95,7 @@ class ConnectionPool:
             connection.quit_quietly()
 
 
-class RelayService(Service):
+class RelayService(ThreadPoolService):
     """The configured relay: release, test, and (with C{auto_relay}) relay new mail."""
 
     def __init__(self, settings: RelaySettings, reactor: Any) -> None:
@@ -104,9 +103,7 @@ class RelayService(Service):
         self.policy = RecipientPolicy(settings.allowed_recipients,
                                       settings.blocked_recipients)
         self.pool = ConnectionPool(RelayClient(settings), settings.pool_size)
-        self._threads = ThreadPool(minthreads=0, maxthreads=self.pool.size,
-                                   name="mailsink-relay")
-        self._reactor = reactor
+        super().__init__("mailsink-relay", self.pool.size, reactor)
         self._index: Any = None
 
     @property
@@ -114,19 +111,12 @@ class RelayService(Service):
         """C{host:port}, as the web UI shows it."""
         return f"{self.settings.host}:{self.settings.port}"
 
-    def startService(self) -> None:
-        super().startService()
-        self._threads.start()
-
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        done: Deferred[None] = deferToThreadPool(self._reactor, self._threads,
-                                                 self.pool.close)
-        done.addBoth(lambda _: self._threads.stop())
+        """Close the pooled connections (in a worker), then stop the threads."""
+        Service.stopService(self)
+        done: Deferred[None] = self.run_blocking(self.pool.close)
+        done.addBoth(lambda _: self.threads.stop())
         return done
-
-    def _run(self, work: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._threads, work)
 
     def release(self, raw: bytes, recipients: Sequence[str]) -> Deferred[str]:
         """
@@ -135,11 +125,11 @@ class RelayService(Service):
         """
         sender, _ = envelope(raw)
         data = strip_for_release(raw)
-        return self._run(lambda: self.pool.send(sender, list(recipients), data))
+        return self.run_blocking(lambda: self.pool.send(sender, list(recipients), data))
 
     def test(self) -> Deferred[None]:
         """Connect and log in as configured, on a fresh connection; no message sent."""
-        return self._run(self.pool.client.check)
+        return self.run_blocking(self.pool.client.check)
 
     # auto_relay.
 
