@@ -72,6 +72,8 @@ _SCHEMA: dict[str, dict[str, tuple[Parser, str | None]]] = {
         "tls_verify": (values.parse_bool, "true"),
         "username": (str.strip, ""),
         "password": (str, ""),
+        "token": (str.strip, ""),
+        "token_command": (str.strip, ""),
         "timeout": (values.parse_duration, "30s"),
         "pool_size": (values.parse_count, "4"),
         "allowed_recipients": (values.parse_regex, ""),
@@ -143,6 +145,10 @@ class RelaySettings:
     tls_verify: bool
     username: str
     password: str = attrs.field(repr=False)
+    token: str = attrs.field(repr=False)
+    """An OAuth2 access token: log in with XOAUTH2 instead of the password."""
+    token_command: str
+    """A shell command that prints a fresh access token, run for each new connection."""
     timeout: int
     pool_size: int
     allowed_recipients: str

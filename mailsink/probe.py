@@ -9,33 +9,19 @@ C{socket} with a timeout on every step.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
+from mailsink import sentences
+from mailsink.sentences import Diagnosis, mismatch, parse_certificate, verification
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_PORT = 587
 IMPLICIT_PORT = 465
 MODES = ("none", "starttls", "implicit")
 PROBE_SENDER = "mailsink-check@example.invalid"
-
-_PLAINTEXT_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL",
-                      "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG", "WRONG_SSL_VERSION"}
-"""OpenSSL reasons for a handshake answered with something that is not TLS."""
-_UNTRUSTED_CODES = {18, 19, 20, 21, 27}
-"""X509_V_ERR codes for self-signed or unknown-issuer certificates."""
-_MISMATCH_CODES = {62, 64}
-"""X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH."""
-
-
-class Diagnosis(Exception):
-    """A failure worded as one sentence a person can act on."""
 
 
 def parse_target(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -146,81 +132,6 @@ class Client(smtplib.SMTP):
             self.close()
 
 
-# The certificate.
-
-@dataclass
-class Certificate:
-    subject: str
-    issuer: str
-    dns_names: list[str]
-    ip_addresses: list[str]
-    not_after: datetime.datetime
-
-    @property
-    def names(self) -> list[str]:
-        return self.dns_names + self.ip_addresses
-
-    def matches(self, host: str) -> bool:
-        """Whether the certificate names C{host} (an IP address or a DNS name)."""
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return any(_dns_match(pattern, host) for pattern in self.dns_names)
-        return any(ipaddress.ip_address(ip) == address for ip in self.ip_addresses)
-
-
-def _dns_match(pattern: str, host: str) -> bool:
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        first, _, rest = host.partition(".")
-        return bool(first) and rest == pattern[2:]
-    return pattern == host
-
-
-def parse_certificate(der: bytes) -> Certificate:
-    cert = x509.load_der_x509_certificate(der)
-    dns: list[str] = []
-    ips: list[str] = []
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = san.get_values_for_type(x509.DNSName)
-        ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    except x509.ExtensionNotFound:
-        dns = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return Certificate(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), dns, ips,
-                       cert.not_valid_after_utc)
-
-
-def _join(names: Iterable[str]) -> str:
-    items = list(names)
-    if not items:
-        return "no names"
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def mismatch_sentence(names: Iterable[str], host: str) -> str:
-    """The one sentence for a certificate that does not name C{host}."""
-    return f"certificate is for {_join(names)}, not {host}"
-
-
-def verification_sentence(error: ssl.SSLCertVerificationError, host: str,
-                          certificate: Certificate | None) -> str:
-    """The one sentence for a certificate the client refused."""
-    code = error.verify_code
-    if code in _MISMATCH_CODES:
-        if certificate is not None:
-            return mismatch_sentence(certificate.names, host)
-        return f"certificate does not name {host}"
-    if code == 10 and certificate is not None:
-        return (f"certificate expired on {certificate.not_after:%Y-%m-%d}: the server must "
-                f"renew it (or pass --insecure to skip the check)")
-    reason = error.verify_message or str(error)
-    if code in _UNTRUSTED_CODES:
-        return (f"certificate is not trusted ({reason}): pass --cafile with the server's "
-                f"certificate or CA, or --insecure to skip the check")
-    return f"certificate refused: {reason}"
-
-
 # Wording failures.
 
 def _speaks_tls(host: str, port: int, timeout: float, servername: str | None) -> bool:
@@ -248,26 +159,8 @@ def _speaks_plaintext(host: str, port: int, timeout: float) -> bool:
         return False
 
 
-def silence_sentence(host: str, port: int, timeout: float, *, closed: bool = False,
-                     implicit: bool = True) -> str:
-    """The one sentence for a server that did not greet (C{implicit}: TLS works there)."""
-    what = ("closed the connection without a greeting" if closed
-            else f"sent no greeting in {timeout:g} s")
-    if implicit:
-        return (f"{host}:{port} {what} — port {port} expects TLS from the first byte: "
-                f"set tls = implicit")
-    return (f"{host}:{port} {what} — the server may be overloaded, or something between "
-            f"holds the connection")
-
-
-def plaintext_sentence(reason: str) -> str:
-    """The one sentence for a TLS handshake answered in plaintext."""
-    return (f"TLS handshake failed: {reason} — the server speaks plaintext first: "
-            f"set tls = starttls")
-
-
 def _fetch_certificate(host: str, port: int, mode: str, timeout: float,
-                       servername: str | None) -> Certificate | None:
+                       servername: str | None) -> sentences.Certificate | None:
     """The certificate, fetched again without checking it, for wording a refusal."""
     client = Client(mode=mode, context=_unverified(), timeout=timeout, servername=servername)
     try:
@@ -293,56 +186,47 @@ def diagnose(error: BaseException, client: Client, host: str, port: int) -> Diag
         return error
     if isinstance(error, ssl.SSLCertVerificationError):
         certificate = _fetch_certificate(host, port, client.mode, timeout, client.servername)
-        return Diagnosis(verification_sentence(error, name, certificate))
+        return Diagnosis(verification(error.verify_code, error.verify_message or str(error),
+                                      name, certificate))
     if isinstance(error, ssl.SSLError):
         reason = (error.reason or str(error)).replace("_", " ").lower()
-        if stage == "handshake" and (error.reason in _PLAINTEXT_REASONS
+        if stage == "handshake" and (sentences.is_plaintext_reason(error.reason or "")
                                      or _speaks_plaintext(host, port, timeout)):
-            return Diagnosis(plaintext_sentence(reason))
-        return Diagnosis(f"TLS handshake with {where} failed: {reason}")
+            return Diagnosis(sentences.plaintext(reason))
+        return Diagnosis(sentences.handshake_failed(where, reason))
     if isinstance(error, socket.gaierror):
-        return Diagnosis(f"cannot find {host}: {error.strerror}: check the host name")
+        return Diagnosis(sentences.unknown_host(host, str(error.strerror)))
     if isinstance(error, ConnectionRefusedError):
-        return Diagnosis(f"{where} refused the connection — nothing listens on that port: "
-                         f"check the host and port")
+        return Diagnosis(sentences.refused(where))
     if isinstance(error, TimeoutError):
         if stage == "connect":
-            return Diagnosis(f"{where} did not answer a connection in {timeout:g} s — a "
-                             f"firewall may drop it, or the host or port is wrong")
+            return Diagnosis(sentences.no_answer(where, timeout))
         if stage == "greeting" and client.mode != "implicit":
-            return Diagnosis(silence_sentence(
+            return Diagnosis(sentences.silence(
                 host, port, timeout,
                 implicit=_speaks_tls(host, port, timeout, client.servername)))
         if stage == "handshake":
-            return Diagnosis(f"{where} did not finish the TLS handshake in {timeout:g} s")
-        return Diagnosis(f"{where} stopped answering for {timeout:g} s")
+            return Diagnosis(sentences.handshake_timeout(where, timeout))
+        return Diagnosis(sentences.stopped(where, timeout))
     if isinstance(error, smtplib.SMTPServerDisconnected | ConnectionResetError |
                   BrokenPipeError | EOFError):
         if stage == "handshake" and _speaks_plaintext(host, port, timeout):
-            return Diagnosis(plaintext_sentence("the server closed the connection"))
+            return Diagnosis(sentences.plaintext("the server closed the connection"))
         if stage == "greeting" and client.mode != "implicit":
-            return Diagnosis(silence_sentence(
+            return Diagnosis(sentences.silence(
                 host, port, timeout, closed=True,
                 implicit=_speaks_tls(host, port, timeout, client.servername)))
-        return Diagnosis(f"{where} closed the connection unexpectedly")
+        return Diagnosis(sentences.closed(where))
     if isinstance(error, smtplib.SMTPAuthenticationError):
-        return Diagnosis(f"{error.smtp_code} authentication failed: check username/"
-                         f"password; some providers need an app password")
+        return Diagnosis(sentences.auth_failed(error.smtp_code))
     if isinstance(error, smtplib.SMTPResponseException):
         text = error.smtp_error.decode("utf-8", "replace") if isinstance(
             error.smtp_error, bytes) else str(error.smtp_error)
-        code = error.smtp_code
-        if code == 530 and "auth" in text.lower():
-            return Diagnosis(f"{code} the server requires authentication: pass --user and a "
-                             f"password")
-        if code in (530, 538) and not client.tls:
-            return Diagnosis(f"{code} the server requires TLS first ({text}): set tls = "
-                             f"starttls")
-        return Diagnosis(f"the server answered {code} {text}")
+        return Diagnosis(sentences.reply(error.smtp_code, text, client.tls))
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        refused = ", ".join(f"{to} ({code} {reply.decode('utf-8', 'replace')})"
-                            for to, (code, reply) in error.recipients.items())
-        return Diagnosis(f"the server refused every recipient: {refused}")
+        return Diagnosis(sentences.recipients_refused(
+            (to, code, reply.decode("utf-8", "replace"))
+            for to, (code, reply) in error.recipients.items()))
     if isinstance(error, OSError):
         return Diagnosis(f"{where}: {error.strerror or error}")
     return Diagnosis(f"{where}: {error}")
@@ -399,7 +283,7 @@ def _describe_certificate(findings: Findings, client: Client, name: str) -> None
                  f"({'expired' if days < 0 else f'in {days} days'})")
     matches = cert.matches(name)
     findings.add(f"certificate matches {name}",
-                 "yes" if matches else f"no — {mismatch_sentence(cert.names, name)}")
+                 "yes" if matches else f"no — {mismatch(cert.names, name)}")
 
 
 def _tls_session(findings: Findings, host: str, port: int, mode: str, context: ssl.SSLContext,
@@ -426,7 +310,8 @@ def _tls_session(findings: Findings, host: str, port: int, mode: str, context: s
     except ssl.SSLCertVerificationError as e:
         client.close()
         certificate = _fetch_certificate(host, port, mode, timeout, servername)
-        findings.problem = findings.problem or verification_sentence(e, name, certificate)
+        findings.problem = findings.problem or verification(
+            e.verify_code, e.verify_message or str(e), name, certificate)
         findings.add("certificate check", f"refused: {e.verify_message}")
         return _tls_session(findings, host, port, mode, _unverified(), timeout, servername,
                             label)

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from mailsink.probe import Client, Diagnosis, diagnose
+from mailsink import sentences
+from mailsink.probe import Client, diagnose
+from mailsink.sentences import Diagnosis
 
 DEFAULT_FROM = "mailsink-test@example.com"
 DEFAULT_TO = "recipient@example.com"
@@ -60,17 +62,13 @@ def send(host: str, port: int, message: EmailMessage, *, mode: str,
         client.ehlo()
         if mode == "starttls":
             if not client.has_extn("starttls"):
-                raise Diagnosis(f"{host}:{port} does not offer STARTTLS: set tls = none, or "
-                                f"use the server's TLS port")
+                raise Diagnosis(sentences.no_starttls(f"{host}:{port}"))
             client.upgrade()
         if user is not None:
             if not client.has_extn("auth"):
                 if not client.tls and client.has_extn("starttls"):
-                    raise Diagnosis("server does not offer AUTH before STARTTLS: set "
-                                    "tls = starttls")
-                raise Diagnosis(f"{host}:{port} does not offer AUTH"
-                                + ("" if client.tls else " without TLS: try tls = starttls "
-                                   "or implicit"))
+                    raise Diagnosis(sentences.auth_only_after_starttls(f"{host}:{port}"))
+                raise Diagnosis(sentences.no_auth(f"{host}:{port}", client.tls))
             client.login(user, password or "")
         sender = str(message["From"])
         recipients = [address.strip() for address in str(message["To"]).split(",")]

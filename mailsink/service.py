@@ -82,7 +82,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     chaos = Chaos() if config.mailsink.chaos else None
     relay = None
     if config.relay.host:
-        relay = RelayService(config.relay, reactor)
+        relay = RelayService(config.relay, reactor, config.mailsink.hostname)
         relay.setServiceParent(top)
     index = _index_service(config, store, metrics, reactor)
     if index is not None:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from daemon import Daemon, SharedDaemon, free_port
 
-from mailsink.relay.client import for_relay
+from mailsink.relay.diagnose import for_relay
 from mailsink.relay.policy import (
     RecipientPolicy,
     auto_relay_recipients,

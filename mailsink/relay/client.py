@@ -1,128 +1,127 @@
 """
-Talking to the C{[relay]} server: connect in the configured TLS mode, verify its
-certificate (or not, with C{tls_verify = false}), log in with the mechanism chosen from
-what the server offers (CRAM-MD5, PLAIN, LOGIN), send one message on a connection.
-
-Calls here block (each step bounded by C{[relay] timeout}); L{mailsink.relay.pool} runs
-them in its own worker threads, off the reactor. Failures are L{Diagnosis} exceptions
-worded by L{mailsink.probe}, adjusted to name the C{[relay]} keys to change.
+Connecting to the C{[relay]} server on Twisted's endpoints: TLS from the first byte
+(C{implicit}), STARTTLS, or none, each connection verified by its own L{RelayTLS} so a
+refused certificate can be worded; logged in with the password, or with an OAuth2 token
+(static, or printed by C{token_command} for each new connection, as msmtp's
+C{passwordeval} does). Failures come out as L{Diagnosis} sentences.
 """
 
 from __future__ import annotations
 
-import smtplib
-import ssl
-from collections.abc import Sequence
+import os
+from collections.abc import Callable
+from typing import Any
 
-from mailsink import probe
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
 from mailsink.config import RelaySettings
-from mailsink.probe import Diagnosis
+from mailsink.relay.connection import RelayConnection
+from mailsink.relay.diagnose import Diagnoser
+from mailsink.relay.tls import RelayTLS
+from mailsink.sentences import Diagnosis
 
-_FOR_RELAY = (
-    ("pass --cafile with the server's certificate or CA, or --insecure to skip the check",
-     "add the server's CA to the system's trusted certificates, or set [relay] tls_verify = "
-     "false for a self-signed development server"),
-    ("(or pass --insecure to skip the check)", "(or set [relay] tls_verify = false)"),
-    ("pass --user and a password", "set [relay] username and password"),
-    ("check username/password", "check [relay] username and password"),
-    ("set tls = ", "set [relay] tls = "),
-    ("check the host and port", "check [relay] host and port"),
-    ("check the host name", "check [relay] host"),
-)
+SHELL = "/bin/sh"
+TOKEN_LIMIT = 64 * 1024
+"""Output kept from token_command (access tokens are a few kB at most)."""
 
 
-def for_relay(sentence: str) -> str:
-    """A L{mailsink.probe} sentence, naming the C{[relay]} keys instead of flags."""
-    for old, new in _FOR_RELAY:
-        sentence = sentence.replace(old, new)
-    if sentence.startswith("certificate is for ") and "[relay]" not in sentence:
-        sentence += ": set [relay] host to a name the certificate holds"
-    return sentence
+class _TokenCommand(ProcessProtocol):
+    """C{token_command}'s output; C{ended} fires with its exit status."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.ended: Deferred[int | None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        if sum(map(len, self.out)) < TOKEN_LIMIT:
+            self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        if sum(map(len, self.err)) < TOKEN_LIMIT:
+            self.err.append(data)
+
+    def kill(self) -> None:
+        assert self.transport is not None
+        self.transport.signalProcess("KILL")
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(getattr(reason.value, "exitCode", None))
 
 
 class RelayClient:
-    """Opens ready-to-send connections to the configured relay server."""
+    """Opens logged-in connections to the configured relay server."""
 
-    def __init__(self, settings: RelaySettings) -> None:
+    def __init__(self, settings: RelaySettings, reactor: Any, identity: str) -> None:
         self.settings = settings
-        self.context = probe.make_context(insecure=not settings.tls_verify)
+        self.reactor = reactor
+        self.identity = identity
+        self.diagnoser = Diagnoser(settings, reactor)
+        self.opened = 0
+        """Connections opened so far (pooling shows as fewer openings than messages)."""
 
     @property
     def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
 
-    def diagnose(self, error: BaseException, client: probe.Client) -> Diagnosis:
-        """C{error} as one sentence that names what to change in C{[relay]}."""
-        diagnosis = probe.diagnose(error, client, self.settings.host, self.settings.port)
-        return Diagnosis(for_relay(str(diagnosis)))
+    @property
+    def uses_token(self) -> bool:
+        return bool(self.settings.token or self.settings.token_command)
 
-    def connect(self) -> probe.Client:
-        """A connection past EHLO, STARTTLS and AUTH as configured; or a L{Diagnosis}."""
+    @inlineCallbacks
+    def secret(self) -> Any:
+        """The password, the token, or a fresh token from C{token_command} (bytes)."""
         settings = self.settings
-        client = probe.Client(mode=settings.tls, context=self.context,
-                              timeout=float(settings.timeout))
+        if not settings.token_command:
+            return (settings.token or settings.password).encode("utf-8")
+        command = _TokenCommand()
+        self.reactor.spawnProcess(command, SHELL, [SHELL, "-c", settings.token_command],
+                                  env=dict(os.environ))
+        timer = self.reactor.callLater(settings.timeout, command.kill)
+        status = yield command.ended
+        if timer.active():
+            timer.cancel()
+        else:
+            raise Diagnosis(f"[relay] token_command did not finish in {settings.timeout} s: "
+                            f"check the command")
+        token = b"".join(command.out).strip()
+        if status != 0 or not token:
+            said = b"".join(command.err).decode("utf-8", "replace").strip().splitlines()
+            raise Diagnosis(f"[relay] token_command failed (exit status {status}): "
+                            f"{said[-1] if said else 'it printed no token'}: check the "
+                            f"command")
+        return token
+
+    @inlineCallbacks
+    def connect(self, on_idle: Callable[[RelayConnection], None],
+                on_lost: Callable[[RelayConnection], None]) -> Any:
+        """A connection past the greeting, STARTTLS and AUTH as configured; or a Diagnosis."""
+        settings = self.settings
+        secret = yield self.secret()
+        tls = RelayTLS(settings.host, settings.tls_verify) if settings.tls != "none" else None
+        endpoint: Any = HostnameEndpoint(self.reactor, settings.host, settings.port,
+                                         timeout=settings.timeout)
+        if tls is not None and settings.tls == "implicit":
+            endpoint = wrapClientTLS(tls, endpoint)
+        connection = RelayConnection(
+            identity=self.identity, username=settings.username, secret=secret,
+            token=self.uses_token, starttls=tls if settings.tls == "starttls" else None,
+            implicit=settings.tls == "implicit", timeout=float(settings.timeout),
+            on_idle=on_idle, on_lost=on_lost)
         try:
-            client.open(settings.host, settings.port)
-            client.ehlo()
-            if settings.tls == "starttls":
-                if not client.has_extn("starttls"):
-                    raise Diagnosis(f"{self.where} does not offer STARTTLS: set [relay] tls = "
-                                    f"none, or use the server's TLS port")
-                client.upgrade()
-            if settings.username:
-                self._login(client)
-        except (OSError, smtplib.SMTPException, ssl.SSLError, Diagnosis) as error:
-            client.close()
-            raise self.diagnose(error, client) from None
-        return client
+            yield connectProtocol(endpoint, connection)
+            self.opened += 1
+            yield connection.ready
+        except Exception as error:
+            diagnosis = yield self.diagnoser.diagnose(error, tls)
+            raise diagnosis from None
+        return connection
 
-    def _login(self, client: probe.Client) -> None:
-        if not client.has_extn("auth"):
-            if not client.tls and client.has_extn("starttls"):
-                raise Diagnosis(f"{self.where} offers AUTH only after STARTTLS: set [relay] "
-                                f"tls = starttls")
-            raise Diagnosis(f"{self.where} does not offer AUTH: leave [relay] username empty"
-                            + ("" if client.tls else ", or try tls = starttls or implicit"))
-        mechanisms, _ = client.features()
-        if not set(mechanisms) & {"PLAIN", "LOGIN", "CRAM-MD5"}:
-            raise Diagnosis(f"{self.where} offers AUTH {' '.join(mechanisms)}, none of which "
-                            f"mailsink speaks (PLAIN, LOGIN, CRAM-MD5)")
-        client.login(self.settings.username, self.settings.password)
-
-    def check(self) -> None:
-        """Connect, greet, upgrade and log in as configured, then quit: no message."""
-        client = self.connect()
-        try:
-            code, reply = client.noop()
-        except (OSError, smtplib.SMTPException) as error:
-            client.close()
-            raise self.diagnose(error, client) from None
-        client.quit_quietly()
-        if code != 250:
-            raise Diagnosis(f"{self.where} answered NOOP with {code} "
-                            f"{reply.decode('utf-8', 'replace')}")
-
-    def send_on(self, client: probe.Client, sender: str, recipients: Sequence[str],
-                data: bytes) -> str:
-        """
-        Send one message on C{client} (left open for the next one). Returns the reply to
-        the end of data; raises C{smtplib} or socket errors as they come.
-        """
-        code, reply = client.mail(sender)
-        if code != 250:
-            raise smtplib.SMTPSenderRefused(code, reply, sender)
-        refused: dict[str, tuple[int, bytes]] = {}
-        for recipient in recipients:
-            code, reply = client.rcpt(recipient)
-            if code not in (250, 251):
-                refused[recipient] = (code, reply)
-        if len(refused) == len(recipients):
-            client.rset()
-            raise smtplib.SMTPRecipientsRefused(refused)
-        code, reply = client.data(data)
-        if code != 250:
-            raise smtplib.SMTPDataError(code, reply)
-        text = f"{code} {reply.decode('utf-8', 'replace')}"
-        if refused:
-            text += "; refused: " + ", ".join(refused)
-        return text
+    @inlineCallbacks
+    def check(self) -> Any:
+        """Connect and log in as configured, then QUIT: no message."""
+        connection = yield self.connect(lambda _: None, lambda _: None)
+        connection.quit()

@@ -111,3 +111,22 @@ def envelope(raw: bytes) -> tuple[str, tuple[str, ...]]:
     """The sender (C{Return-Path}) and the envelope recipients mailsink recorded."""
     fields = header_fields(raw)
     return trace.return_path(fields), trace.envelope_recipients(fields)
+
+
+def wire_form(data: bytes) -> bytes:
+    """
+    C{data} as SMTP DATA carries it: CRLF line ends (LF, CRLF or a lone CR in), every
+    line starting with a dot doubled (RFC 5321 4.5.2), ending in CRLF.
+    """
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    if text.startswith(b"."):
+        text = b"." + text
+    return text.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+
+
+def prepare_release(raw: bytes) -> tuple[str, bytes]:
+    """The envelope sender of stored C{raw}, and its released copy in wire form."""
+    sender, _ = envelope(raw)
+    return sender, wire_form(strip_for_release(raw))

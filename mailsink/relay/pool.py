@@ -1,135 +1,180 @@
 """
-Up to C{[relay] pool_size} connections to the relay server, reused: a connection goes
-back to the pool after each message and is checked with RSET before the next one (a
-connection the server dropped is replaced). The blocking SMTP work runs in this pool's
-own C{pool_size} worker threads, so the reactor never waits on the relay.
+Up to C{[relay] pool_size} connections to the relay server, reused: after a message a
+connection waits (RSET done) for the next one, and is closed with QUIT after
+L{IDLE_CLOSE} seconds without work. Messages beyond the pool's size wait their turn. A
+message whose reused connection turns out to be gone before the server answered its MAIL
+FROM is sent once more on a new connection; nothing is ever sent twice after that point.
+
+All of it runs on the reactor (Twisted's SMTP client); only reading and preparing the
+message bytes, which grows with the message, runs in the service's worker thread.
 """
 
 from __future__ import annotations
 
-import smtplib
-import ssl
-import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsink import probe
 from mailsink.config import RelaySettings
-from mailsink.probe import Diagnosis
 from mailsink.relay.client import RelayClient
+from mailsink.relay.connection import Message, RelayConnection, RelayError
 from mailsink.relay.policy import (
     RecipientPolicy,
     auto_relay_recipients,
     envelope,
-    strip_for_release,
+    prepare_release,
 )
+from mailsink.sentences import Diagnosis
 from mailsink.threads import ThreadPoolService
 
 log = Logger()
 
+IDLE_CLOSE = 60.0
+"""Seconds an unused pooled connection stays open (servers drop idle ones after minutes)."""
+
 
 class ConnectionPool:
-    """Idle connections kept for reuse (thread-safe; called from worker threads)."""
+    """Idle connections kept for reuse, new ones opened up to C{size}."""
 
-    def __init__(self, client: RelayClient, size: int) -> None:
+    def __init__(self, client: RelayClient, size: int, reactor: Any) -> None:
         self.client = client
         self.size = max(1, size)
-        self._idle: list[probe.Client] = []
-        self._lock = threading.Lock()
-        self.opened = 0
-        """Connections opened so far (reuse shows as fewer openings than messages)."""
+        self.reactor = reactor
+        self._idle: list[RelayConnection] = []
+        self._timers: dict[RelayConnection, Any] = {}
+        self._open = 0
+        """Connections open or being opened (idle and busy)."""
+        self._waiting: deque[Message] = deque()
+        self._closing = False
 
-    def _take(self) -> tuple[probe.Client, bool]:
-        while True:
-            with self._lock:
-                connection = self._idle.pop() if self._idle else None
-            if connection is None:
-                break
+    @inlineCallbacks
+    def send(self, sender: str, recipients: Sequence[str], wire: bytes) -> Any:
+        """The server's reply to the data, or a L{Diagnosis}."""
+        reused = bool(self._idle) or self._open >= self.size
+        message = Message(sender, list(recipients), wire)
+        self._dispatch(message)
+        try:
+            reply = yield message.sent
+        except RelayError as error:
+            if not (reused and error.before_mail) or self._closing:
+                raise (yield self.client.diagnoser.diagnose(error)) from None
+            # The reused connection was gone before MAIL FROM was answered: once more.
+            message = Message(sender, list(recipients), wire)
+            self._dispatch(message)
             try:
-                code, _ = connection.rset()
-            except (OSError, smtplib.SMTPException):
-                code = 0
-            if code == 250:
-                return connection, True
-            connection.close()
-        fresh = self.client.connect()
-        with self._lock:
-            self.opened += 1
-        return fresh, False
+                reply = yield message.sent
+            except RelayError as again:
+                raise (yield self.client.diagnoser.diagnose(again)) from None
+        return reply
 
-    def _give(self, connection: probe.Client) -> None:
-        with self._lock:
-            if len(self._idle) < self.size:
-                self._idle.append(connection)
-                return
-        connection.quit_quietly()
+    def _dispatch(self, message: Message) -> None:
+        if self._closing:
+            message.sent.errback(Diagnosis("mailsink is stopping"))
+        elif self._idle:
+            self._reuse(self._idle.pop(), message)
+        elif self._open < self.size:
+            self._connect(message)
+        else:
+            self._waiting.append(message)
 
-    def send(self, sender: str, recipients: Sequence[str], data: bytes) -> str:
-        """Send one message (blocking); a L{Diagnosis} when it cannot be done."""
-        for _attempt in range(2):
-            connection, reused = self._take()
-            try:
-                reply = self.client.send_on(connection, sender, recipients, data)
-            except (smtplib.SMTPServerDisconnected, ConnectionError) as error:
-                connection.close()
-                if reused:
-                    continue  # dropped between RSET and MAIL: once more, on a new one
-                raise self.client.diagnose(error, connection) from None
-            except (OSError, smtplib.SMTPException, ssl.SSLError) as error:
-                connection.close()
-                raise self.client.diagnose(error, connection) from None
-            self._give(connection)
-            return reply
-        raise Diagnosis(f"{self.client.where} closed the connection unexpectedly")
+    def _reuse(self, connection: RelayConnection, message: Message) -> None:
+        timer = self._timers.pop(connection, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        connection.send(message)
+
+    def _connect(self, message: Message) -> None:
+        self._open += 1
+        opening = self.client.connect(self._idle_again, self._lost)
+
+        def opened(connection: RelayConnection) -> None:
+            connection.send(message)
+
+        def failed(failure: Failure) -> None:
+            self._open -= 1
+            # Already a Diagnosis: pass it on as it is.
+            message.sent.errback(failure)
+            self._next_waiting()
+
+        opening.addCallbacks(opened, failed)
+
+    def _idle_again(self, connection: RelayConnection) -> None:
+        """A connection finished its message: the next waiting one, or rest."""
+        if self._waiting and not connection.closed:
+            connection.send(self._waiting.popleft())
+            return
+        self._idle.append(connection)
+        self._timers[connection] = self.reactor.callLater(IDLE_CLOSE, self._retire,
+                                                          connection)
+
+    def _retire(self, connection: RelayConnection) -> None:
+        """QUIT a connection that rested too long (it counts as open until it is lost)."""
+        self._timers.pop(connection, None)
+        if connection in self._idle:
+            self._idle.remove(connection)
+        connection.quit()
+
+    def _lost(self, connection: RelayConnection) -> None:
+        self._open -= 1
+        if connection in self._idle:
+            self._idle.remove(connection)
+        timer = self._timers.pop(connection, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._next_waiting()
+
+    def _next_waiting(self) -> None:
+        if self._waiting and self._open < self.size:
+            self._connect(self._waiting.popleft())
 
     def close(self) -> None:
-        """QUIT every idle connection."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.quit_quietly()
+        """QUIT the idle connections; fail the waiting messages."""
+        self._closing = True
+        while self._waiting:
+            self._waiting.popleft().sent.errback(Diagnosis("mailsink is stopping"))
+        for connection in list(self._idle):
+            self._retire(connection)
 
 
 class RelayService(ThreadPoolService):
     """The configured relay: release, test, and (with C{auto_relay}) relay new mail."""
 
-    def __init__(self, settings: RelaySettings, reactor: Any) -> None:
+    def __init__(self, settings: RelaySettings, reactor: Any, identity: str) -> None:
+        super().__init__("mailsink-relay", 1, reactor)
         self.settings = settings
         self.policy = RecipientPolicy(settings.allowed_recipients,
                                       settings.blocked_recipients)
-        self.pool = ConnectionPool(RelayClient(settings), settings.pool_size)
-        super().__init__("mailsink-relay", self.pool.size, reactor)
+        self.client = RelayClient(settings, reactor, identity)
+        self.pool = ConnectionPool(self.client, settings.pool_size, reactor)
         self._index: Any = None
 
     @property
     def server(self) -> str:
         """C{host:port}, as the web UI shows it."""
-        return f"{self.settings.host}:{self.settings.port}"
+        return self.client.where
 
-    def stopService(self) -> Deferred[None]:
-        """Close the pooled connections (in a worker), then stop the threads."""
-        Service.stopService(self)
-        done: Deferred[None] = self.run_blocking(self.pool.close)
-        done.addBoth(lambda _: self.threads.stop())
-        return done
+    def stopService(self) -> Any:
+        """QUIT pooled connections, then stop the worker thread."""
+        self.pool.close()
+        return super().stopService()
 
-    def release(self, raw: bytes, recipients: Sequence[str]) -> Deferred[str]:
+    @inlineCallbacks
+    def release(self, raw: bytes, recipients: Sequence[str]) -> Any:
         """
         Relay a copy of the stored message C{raw} to C{recipients} (the policy checked
         already), its trace headers and Bcc removed; fails with a L{Diagnosis}.
         """
-        sender, _ = envelope(raw)
-        data = strip_for_release(raw)
-        return self.run_blocking(lambda: self.pool.send(sender, list(recipients), data))
+        sender, wire = yield self.run_blocking(prepare_release, raw)
+        reply = yield self.pool.send(sender, recipients, wire)
+        return reply
 
     def test(self) -> Deferred[None]:
         """Connect and log in as configured, on a fresh connection; no message sent."""
-        return self.run_blocking(self.pool.client.check)
+        return self.client.check()
 
     # auto_relay.
 
@@ -146,35 +191,24 @@ class RelayService(ThreadPoolService):
         relayed = self._auto_relay(payload.id)
         relayed.addErrback(self._auto_failed, payload.id)
 
-    def _auto_relay(self, message_id: str) -> Deferred[Any]:
-        found: Deferred[Any] = self._index.path(message_id, None)
-
-        def read(path: str | None) -> Any:
-            if path is None:
-                return None
-            return self._read(path)
-
-        def relay(raw: bytes | None) -> Any:
-            if raw is None:
-                return None
-            _, recipients = envelope(raw)
-            chosen = auto_relay_recipients(recipients, self.settings.auto_relay_match)
-            if not chosen:
-                return None
-            refusal = self.policy.refusal(chosen)
-            if refusal is not None:
-                log.info("auto_relay: message {id} not relayed: {why}", id=message_id,
-                         why=refusal)
-                return None
-            sent = self.release(raw, chosen)
-            sent.addCallback(lambda reply: log.info(
-                "auto_relay: message {id} relayed to {to} via {server}: {reply}",
-                id=message_id, to=", ".join(chosen), server=self.server, reply=reply))
-            return sent
-
-        found.addCallback(read)
-        found.addCallback(relay)
-        return found
+    @inlineCallbacks
+    def _auto_relay(self, message_id: str) -> Any:
+        path = yield self._index.path(message_id, None)
+        if path is None:
+            return
+        raw = yield self._read(path)
+        _, recipients = envelope(raw)
+        chosen = auto_relay_recipients(recipients, self.settings.auto_relay_match)
+        if not chosen:
+            return
+        refusal = self.policy.refusal(chosen)
+        if refusal is not None:
+            log.info("auto_relay: message {id} not relayed: {why}", id=message_id,
+                     why=refusal)
+            return
+        reply = yield self.release(raw, chosen)
+        log.info("auto_relay: message {id} relayed to {to} via {server}: {reply}",
+                 id=message_id, to=", ".join(chosen), server=self.server, reply=reply)
 
     def _auto_failed(self, failure: Failure, message_id: str) -> None:
         why = failure.getErrorMessage() if failure.check(Diagnosis) else \

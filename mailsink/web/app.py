@@ -30,8 +30,8 @@ from mailsink.delivery import Envelope, trace_headers
 from mailsink.maildir import Maildir, StoreError
 from mailsink.messages import MessageView, Summary
 from mailsink.metrics import Metrics
-from mailsink.probe import Diagnosis
 from mailsink.relay.pool import RelayService
+from mailsink.sentences import Diagnosis
 from mailsink.web.access import Access, Viewer
 from mailsink.web.compose import Composed, SendError, compose
 from mailsink.web.events import EventHub, EventsWebSocket

@@ -1,0 +1,266 @@
+"""
+One SMTP connection to the C{[relay]} server, on Twisted's L{ESMTPClient}: EHLO, STARTTLS
+and AUTH as configured, then one message after another (RSET between them) for as long as
+the pool keeps the connection.
+
+L{ESMTPClient} asks its subclass for the next message when the server is ready for MAIL
+FROM; this one waits there ("parked") until the pool hands it a message. Whatever goes
+wrong is kept as a L{RelayError} with the step it happened at, for
+L{mailsink.relay.diagnose} to word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import connectionDone
+from twisted.mail.interfaces import IClientAuthentication
+from twisted.mail.smtp import (
+    SUCCESS,
+    CramMD5ClientAuthenticator,
+    ESMTPClient,
+    LOGINAuthenticator,
+    PLAINAuthenticator,
+    SMTPClient,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+PASSWORD_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
+"""Tried in this order, as the server offers them (CRAM-MD5 never sends the password)."""
+TOKEN_MECHANISMS = ("XOAUTH2",)
+
+
+@implementer(IClientAuthentication)
+class XOAuth2Authenticator:
+    """Google's and Microsoft's XOAUTH2: the user and an OAuth2 access token."""
+
+    def __init__(self, user: bytes) -> None:
+        self.user = user
+
+    def getName(self) -> bytes:
+        return b"XOAUTH2"
+
+    def challengeResponse(self, secret: bytes, chal: bytes) -> bytes:
+        if chal:
+            # A refused token: the server sent its JSON error and waits for an empty
+            # line before its 535.
+            return b""
+        return b"user=%s\x01auth=Bearer %s\x01\x01" % (self.user, secret)
+
+
+def authenticators(username: str, token: bool) -> list[IClientAuthentication]:
+    """Fresh authenticators (LOGIN's keeps state) for one connection."""
+    user = username.encode("utf-8")
+    if token:
+        return [XOAuth2Authenticator(user)]
+    return [CramMD5ClientAuthenticator(user), PLAINAuthenticator(user),
+            LOGINAuthenticator(user)]
+
+
+@dataclass
+class Message:
+    """One message to relay: the envelope and the bytes ready for the wire."""
+
+    sender: str
+    recipients: Sequence[str]
+    wire: bytes
+    """CRLF line ends, dot-stuffed, ending in CRLF (L{mailsink.relay.policy.wire_form})."""
+    sent: Deferred[str] = field(default_factory=Deferred)
+    """Fires with the server's reply to the data, or fails with a L{RelayError}."""
+
+
+class RelayError(Exception):
+    """What went wrong on a relay connection, with what it takes to word it."""
+
+    def __init__(self, error: BaseException, stage: str, tls: bool,
+                 extensions: dict[bytes, bytes | None], *, before_mail: bool = False,
+                 refusals: Sequence[tuple[str, int, str]] = ()) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.stage = stage
+        """connect, handshake, greeting, smtp or mail."""
+        self.tls = tls
+        self.extensions = extensions
+        """The server's last EHLO answer, C{{b"AUTH": b"PLAIN LOGIN", ...}}."""
+        self.before_mail = before_mail
+        """Lost before the server answered this message's MAIL FROM: safe to send again."""
+        self.refusals = refusals
+        """(recipient, code, text) for each refused recipient."""
+
+
+class DeliveryRefused(Exception):
+    """The server refused the message: C{code} and C{text} of the refusing reply."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
+@implementer(IHandshakeListener)
+class RelayConnection(ESMTPClient):
+    """
+    A connection that logs in (C{ready} fires with it), then sends the messages given to
+    L{send}; after each, L{on_idle} hands it back to the pool.
+    """
+
+    debug = False  # Twisted's line log would keep the AUTH exchange in memory.
+
+    def __init__(self, *, identity: str, username: str, secret: bytes,
+                 token: bool, starttls: Any, implicit: bool, timeout: float,
+                 on_idle: Callable[[RelayConnection], None],
+                 on_lost: Callable[[RelayConnection], None]) -> None:
+        super().__init__(secret if username else None, starttls, identity)
+        self.requireTransportSecurity = starttls is not None
+        self.requireAuthentication = bool(username)
+        self.heloFallback = not username and starttls is None
+        for authenticator in authenticators(username, token) if username else ():
+            self.registerAuthenticator(authenticator)
+        self.timeout = timeout  # type: ignore[assignment]  # Twisted annotates None
+        self.implicit = implicit
+        self.on_idle = on_idle
+        self.on_lost = on_lost
+        self.ready: Deferred[RelayConnection] = Deferred()
+        self.stage = "handshake" if implicit else "greeting"
+        self.extensions: dict[bytes, bytes | None] = {}
+        self.tls = False
+        self.closed = False
+        self._handshaking = implicit
+        self._message: Message | None = None
+        self._answered_mail = False
+        self._failed = False
+
+    # Where the session is.
+
+    def handshakeCompleted(self) -> None:
+        self._handshaking = False
+        self.tls = True
+        if self.stage == "handshake":
+            self.stage = "greeting"
+
+    def esmtpState_ehlo(self, code: int, resp: bytes) -> None:
+        if self.stage == "greeting":
+            self.stage = "smtp"
+        super().esmtpState_ehlo(code, resp)
+
+    def esmtpState_starttls(self, code: int, resp: bytes) -> None:
+        self._handshaking = True
+        super().esmtpState_starttls(code, resp)
+
+    def tryTLS(self, code: int, resp: bytes, items: dict[bytes, bytes | None]) -> None:
+        self.extensions = {name.upper(): value for name, value in items.items()}
+        super().tryTLS(code, resp, items)
+
+    def _esmtpState_plainAuth(self, code: int, resp: bytes) -> None:
+        # Twisted answers a refused AUTH PLAIN by sending the same credentials once more;
+        # a second failure only counts against the account at the provider.
+        self.esmtpAUTHDeclined(code, resp)
+
+    def _where(self) -> str:
+        return "handshake" if self._handshaking else self.stage
+
+    # Between messages.
+
+    def smtpState_from(self, code: int, resp: bytes) -> None:
+        """The server waits for MAIL FROM: send the message given, or wait for one."""
+        if self._message is not None:
+            self._answered_mail = False
+            super().smtpState_from(code, resp)
+            return
+        self.setTimeout(None)
+        self._expected = []
+        self._okresponse = self._failresponse = self._unexpected
+        if not self.ready.called:
+            self.stage = "mail"
+            self.ready.callback(self)
+        else:
+            self.on_idle(self)
+
+    def _unexpected(self, code: int, resp: bytes) -> None:
+        """A reply while idle, such as 421 before the server times the connection out."""
+        self.quit()
+
+    def send(self, message: Message) -> Deferred[str]:
+        """Send C{message} on this (parked) connection."""
+        self._message = message
+        self.setTimeout(self.timeout)
+        self.smtpState_from(250, b"")
+        return message.sent
+
+    def quit(self) -> None:
+        """QUIT, then close."""
+        if not self.closed:
+            self.closed = True
+            self._disconnectFromServer()
+
+    # ESMTPClient's questions.
+
+    def getMailFrom(self) -> str | None:
+        return self._message.sender if self._message is not None else None
+
+    def getMailTo(self) -> list[str]:
+        self._answered_mail = True
+        return list(self._message.recipients) if self._message is not None else []
+
+    def getMailData(self) -> BytesIO:
+        assert self._message is not None
+        return BytesIO(self._message.wire)
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        """The data is in wire form already (CRLF, dot-stuffed): send it as it is."""
+        self.resetTimeout()
+        return chunk
+
+    def sentMail(self, code: int, resp: bytes, numOk: int,
+                 addresses: list[tuple[bytes, int, bytes]], log: object) -> None:
+        message, self._message = self._message, None
+        if message is None:
+            return
+        text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+        refusals = [(_text(address), result, _text(reply))
+                    for address, result, reply in addresses if result not in SUCCESS]
+        if code in SUCCESS and numOk:
+            answer = f"{code} {text}"
+            if refusals:
+                answer += "; refused: " + ", ".join(address for address, _, _ in refusals)
+            message.sent.callback(answer)
+            return
+        message.sent.errback(self._error(DeliveryRefused(code, text), refusals=refusals))
+
+    # Failures.
+
+    def _error(self, error: BaseException, **details: Any) -> RelayError:
+        return RelayError(error, self._where(), self.tls, self.extensions, **details)
+
+    def sendError(self, exc: BaseException) -> None:
+        self._fail(self._error(exc))
+        super().sendError(exc)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        SMTPClient.connectionLost(self, reason)
+        self.closed = True
+        error = reason.value if reason.value is not None else ConnectionDone()
+        self._fail(self._error(error, before_mail=not self._answered_mail))
+        self.on_lost(self)
+
+    def _fail(self, error: RelayError) -> None:
+        """Fail whatever waits on this connection (once)."""
+        if self._failed:
+            return
+        self._failed = True
+        if not self.ready.called:
+            self.ready.errback(error)
+        elif self._message is not None:
+            message, self._message = self._message, None
+            message.sent.errback(error)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
