@@ -10,13 +10,17 @@ import datetime
 import json
 import os
 import re
+import shlex
 import smtplib
+import socket
+import sys
 import tempfile
 import time
 import unittest
 import urllib.error
 import urllib.request
 from email.message import EmailMessage
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from cryptography import x509
@@ -177,6 +181,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
             "smtp": {"tls": "starttls"},
             "smtp:smtps": {"tls": "implicit"},
             "smtp:auth": {"tls": "starttls", "auth": "required"},
+            "smtp:pool": {"tls": "none"},
             "web": {},
         }
         cls._start_target()
@@ -381,3 +386,76 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         names = self.wait_target_files(before, 1)
         relayed = self.daemon.read_new(names[0])
         self.assertEqual(re.findall(rb"Delivered-To: (\S+)", relayed), [b"keep@example.com"])
+
+    def test_auth_before_starttls(self) -> None:
+        source = self.source(self.relay_to("smtp:auth", tls="none", username="relay",
+                                           password="secret"))
+        port = self.daemon.ports["smtp:auth"]
+        self.assertEqual(self.relay_test(source),
+                         {"status": "error", "message": f"127.0.0.1:{port} does not offer AUTH "
+                          f"before STARTTLS: set [relay] tls = starttls"})
+
+    def test_xoauth2_token(self) -> None:
+        right = self.source(self.relay_to("smtp:auth", username="relay", token="secret"))
+        self.assertEqual(self.relay_test(right)["status"], "ok")
+        before = self.daemon.new_files()
+        message_id = self.capture(right)
+        status, body = _http("POST", f"{self.base(right)}/api/v1/message/{message_id}/"
+                                     f"release", {"To": ["dest@example.com"]})
+        self.assertEqual((status, body), (200, b"ok"))
+        relayed = self.daemon.read_new(self.wait_target_files(before, 1)[0])
+        self.assertIn(b"(Authenticated sender: relay)", relayed)
+        wrong = self.source(self.relay_to("smtp:auth", username="relay"),
+                            env={"MAILSINK_RELAY_TOKEN": "expired"})
+        answer = self.relay_test(wrong)
+        self.assertEqual(answer["status"], "error")
+        self.assertRegex(answer["message"], r"^535 authentication failed: check \[relay\] "
+                                            r"username and token; OAuth2 access tokens expire")
+
+    def test_token_command(self) -> None:
+        folder = tempfile.mkdtemp(prefix="mailsink-token-")
+        script = os.path.join(folder, "token.py")
+        with open(script, "w") as stream:
+            stream.write("import sys\nprint(sys.argv[1])\n")
+        command = f"{shlex.quote(sys.executable)} {shlex.quote(script)}"
+        good = self.source(self.relay_to("smtp:auth", username="relay",
+                                         token_command=f"{command} secret"))
+        self.assertEqual(self.relay_test(good)["status"], "ok")
+        failing = self.source(self.relay_to("smtp:auth", username="relay",
+                                            token_command="echo 'no refresh token' >&2; "
+                                                          "exit 3"))
+        self.assertEqual(self.relay_test(failing),
+                         {"status": "error", "message": "[relay] token_command failed (exit "
+                          "status 3): no refresh token: check the command"})
+
+    def test_pool_size_bounds_connections(self) -> None:
+        source = self.source(self.relay_to("smtp:pool", tls="none", pool_size="2"))
+        message_id = self.capture(source)
+        before = self.daemon.new_files()
+        release = f"{self.base(source)}/api/v1/message/{message_id}/release"
+        with ThreadPoolExecutor(6) as workers:
+            answers = list(workers.map(
+                lambda n: _http("POST", release, {"To": [f"dest{n}@example.com"]}), range(6)))
+        self.assertEqual(answers, [(200, b"ok")] * 6)
+        self.wait_target_files(before, 6)
+        # Six at once through a pool of two: at most two connections, kept open.
+        open_now = _metric(self.target_metrics(), "mailsink_connections", "smtp:pool")
+        self.assertIn(open_now, (1, 2))
+
+    def test_silent_server(self) -> None:
+        """A port that accepts connections and never says anything."""
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            port = silent.getsockname()[1]
+            where = f"127.0.0.1:{port}"
+            relay = {"host": "127.0.0.1", "port": str(port)}
+            implicit = self.source({**relay, "tls": "implicit"})
+            self.assertEqual(self.relay_test(implicit),
+                             {"status": "error", "message": f"{where} did not finish the TLS "
+                              f"handshake in {RELAY_TIMEOUT} s"})
+            starttls = self.source({**relay, "tls": "starttls"})
+            self.assertEqual(self.relay_test(starttls),
+                             {"status": "error", "message": f"{where} sent no greeting in "
+                              f"{RELAY_TIMEOUT} s — the server may be overloaded, or "
+                              f"something between holds the connection"})
