@@ -48,6 +48,8 @@ class ConnectionPool:
         self._timers: dict[RelayConnection, Any] = {}
         self._open = 0
         """Connections open or being opened (idle and busy)."""
+        self._members: set[RelayConnection] = set()
+        """The open ones (a failed opening is counted off where it fails)."""
         self._waiting: deque[Message] = deque()
         self._closing = False
 
@@ -92,6 +94,7 @@ class ConnectionPool:
         opening = self.client.connect(self._idle_again, self._lost)
 
         def opened(connection: RelayConnection) -> None:
+            self._members.add(connection)
             connection.send(message)
 
         def failed(failure: Failure) -> None:
@@ -119,6 +122,9 @@ class ConnectionPool:
         connection.quit()
 
     def _lost(self, connection: RelayConnection) -> None:
+        if connection not in self._members:
+            return  # lost while logging in: counted off by _connect's failure path
+        self._members.remove(connection)
         self._open -= 1
         if connection in self._idle:
             self._idle.remove(connection)
