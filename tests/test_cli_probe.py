@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from daemon import SharedDaemon, free_port
+from daemon import Daemon, SharedDaemon, free_port
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailsink import probe, sentences
@@ -198,6 +198,15 @@ class ProbeEndToEnd(SharedDaemon, TestCase):
         line = self.run_failing("send", self.target("smtp:submission"), "--cafile",
                                 self.daemon.cert_path)
         self.assertIn("530 the server requires authentication", line)
+
+    def test_send_wrong_password(self) -> None:
+        checked = Daemon.for_test(self, {"smtp": {"tls": "implicit", "auth": "required"}},
+                                  env={"MAILSINK_AUTH": "bob:right"})
+        line = self.run_failing("send", f"127.0.0.1:{checked.ports['smtp']}", "--tls",
+                                "implicit", "--cafile", checked.cert_path, "--user", "bob",
+                                "--password-stdin", stdin="wrong\n")
+        self.assertEqual(line, "mailsink send: 535 authentication failed: check "
+                               "username/password; some providers need an app password")
 
     def test_send_user_without_password(self) -> None:
         line = self.run_failing("send", self.target("smtp:submission"), "--cafile",
