@@ -14,7 +14,7 @@ import importlib
 import os
 import resource
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -51,7 +51,6 @@ from mailsink.web.events import EventHub
 from mailsink.web.webhook import subscribe_webhooks
 
 log = Logger()
-T = TypeVar("T")
 
 LISTEN_BACKLOG = 1024
 """Listen backlog added to endpoint strings that name none (Twisted's default is 50)."""

@@ -19,8 +19,8 @@ import time
 import unittest
 import urllib.error
 import urllib.request
-from email.message import EmailMessage
 from concurrent.futures import ThreadPoolExecutor
+from email.message import EmailMessage
 from typing import Any, ClassVar
 
 from cryptography import x509
@@ -253,6 +253,15 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         raise AssertionError(f"the target got {len(self.daemon.new_files() - before)} of "
                              f"{count} messages")
 
+    def release_one(self, source: Daemon) -> bytes:
+        """Capture a message in C{source}, release it; the copy the target stored."""
+        before = self.daemon.new_files()
+        message_id = self.capture(source)
+        status, body = _http("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
+                                     f"release", {"To": ["dest@example.com"]})
+        self.assertEqual((status, body), (200, b"ok"))
+        return self.daemon.read_new(self.wait_target_files(before, 1)[0])
+
     # Tests.
 
     def test_release_delivers_without_trace_headers_and_reuses_connections(self) -> None:
@@ -340,12 +349,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         right = self.source(self.relay_to("smtp:auth", username="relay"),
                             env={"MAILSINK_RELAY_PASSWORD": "secret"})
         self.assertEqual(self.relay_test(right)["status"], "ok")
-        before = self.daemon.new_files()
-        message_id = self.capture(right)
-        status, body = _http("POST", f"{self.base(right)}/api/v1/message/{message_id}/"
-                                     f"release", {"To": ["dest@example.com"]})
-        self.assertEqual((status, body), (200, b"ok"))
-        self.wait_target_files(before, 1)
+        self.release_one(right)
 
     def test_failed_release_keeps_the_original(self) -> None:
         port = free_port()
@@ -398,12 +402,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
     def test_xoauth2_token(self) -> None:
         right = self.source(self.relay_to("smtp:auth", username="relay", token="secret"))
         self.assertEqual(self.relay_test(right)["status"], "ok")
-        before = self.daemon.new_files()
-        message_id = self.capture(right)
-        status, body = _http("POST", f"{self.base(right)}/api/v1/message/{message_id}/"
-                                     f"release", {"To": ["dest@example.com"]})
-        self.assertEqual((status, body), (200, b"ok"))
-        relayed = self.daemon.read_new(self.wait_target_files(before, 1)[0])
+        relayed = self.release_one(right)
         self.assertIn(b"(Authenticated sender: relay)", relayed)
         wrong = self.source(self.relay_to("smtp:auth", username="relay"),
                             env={"MAILSINK_RELAY_TOKEN": "expired"})
