@@ -27,7 +27,7 @@ class Metrics:
         self.connections = Gauge("mailsink_connections", "Open connections (SMTP, POP3, IMAP)",
                                  ["listener"], registry=self.registry)
         self.tls_handshakes = Counter("mailsink_tls_handshakes",
-                                      "Messages received over TLS, by TLS version",
+                                      "TLS handshakes completed (SMTP, POP3), by TLS version",
                                       ["listener", "version"], registry=self.registry)
         self.auth_failures = Counter("mailsink_auth_failures",
                                      "Failed logins (SMTP AUTH, POP3, IMAP)",

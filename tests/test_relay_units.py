@@ -42,6 +42,7 @@ SETTINGS = RelaySettings(
     password="secret", token="", token_command="", timeout=5, pool_size=1,
     allowed_recipients="", blocked_recipients="", auto_relay=False, auto_relay_match="")
 WHERE = "relay.test:587"
+Hook = Callable[[Any], None]
 
 
 class TLSTransport(StringTransport):
@@ -79,6 +80,12 @@ class Session:
                 self.transport.producer.resumeProducing()
         return self.transport.value()
 
+    def ehlo(self, *extensions: str) -> bytes:
+        """Greet, answer EHLO offering C{extensions}; what the client said next."""
+        self.server("220 relay.test ESMTP")
+        *lines, last = ("relay.test", *extensions)
+        return self.server(*(f"250-{line}" for line in lines), f"250 {last}")
+
     def send(self, message: Message) -> bytes:
         """Give the parked connection C{message}; what it wrote."""
         self.transport.clear()
@@ -90,15 +97,12 @@ class Session:
         self.send(message)
         for _ in ["MAIL", *message.recipients]:
             self.server("250 2.1.0 ok")
-        self.server("354 go ahead")
-        self.server("250 2.0.0 queued")
-        self.server("250 2.0.0 reset")
+        self.server("354 go ahead", "250 2.0.0 queued", "250 2.0.0 reset")
 
 
 def logged_in() -> Session:
     session = Session()
-    session.server("220 relay.test ESMTP")
-    session.server("250-relay.test", "250 AUTH PLAIN LOGIN")
+    session.ehlo("AUTH PLAIN LOGIN")
     session.server("235 2.7.0 accepted")
     return session
 
@@ -114,12 +118,9 @@ def message(*recipients: str) -> Message:
 
 
 class SessionTests(SynchronousTestCase):
-    def test_greeting_answered_with_ehlo(self) -> None:
-        self.assertEqual(Session().server("220 relay.test ESMTP"), b"EHLO sink.test\r\n")
-
-    def test_auth_plain_then_ready(self) -> None:
+    def test_ehlo_then_auth_plain_then_ready(self) -> None:
         session = Session()
-        session.server("220 relay.test ESMTP")
+        self.assertEqual(session.server("220 relay.test ESMTP"), b"EHLO sink.test\r\n")
         self.assertEqual(plain(session.server("250-relay.test", "250 AUTH PLAIN LOGIN")),
                          (b"AUTH PLAIN", [b"user", b"pass"]))
         self.assertNoResult(session.connection.ready)
@@ -135,9 +136,9 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(session.server("354 go ahead"), WIRE + b".\r\n")
         self.assertNoResult(sent.sent)
         self.assertEqual(session.server("250 2.0.0 queued as X"), b"RSET\r\n")
-        self.assertEqual(self.successResultOf(sent.sent), "250 2.0.0 queued as X")
         self.assertEqual(session.idle, [])
         self.assertEqual(session.server("250 2.0.0 reset"), b"")
+        self.assertEqual(self.successResultOf(sent.sent), "250 2.0.0 queued as X")
         self.assertEqual(session.idle, [session.connection])
 
     def test_second_message_on_same_connection(self) -> None:
@@ -147,15 +148,13 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(session.server("250 2.1.0 ok"), b"RCPT TO:<two@example.net>\r\n")
         session.server("250 2.1.5 ok")
         self.assertEqual(session.server("354 go ahead"), WIRE + b".\r\n")
-        session.server("250 2.0.0 queued as Y")
-        session.server("250 2.0.0 reset")
+        session.server("250 2.0.0 queued as Y", "250 2.0.0 reset")
         self.assertEqual(self.successResultOf(second.sent), "250 2.0.0 queued as Y")
         self.assertEqual(session.idle, [session.connection] * 2)
 
     def test_refused_auth_plain_not_sent_again(self) -> None:
         session = Session()
-        session.server("220 relay.test ESMTP")
-        session.server("250-relay.test", "250 AUTH PLAIN")
+        session.ehlo("AUTH PLAIN")
         self.assertEqual(session.server("535 5.7.8 bad credentials"), b"QUIT\r\n")
         error = self.failureResultOf(session.connection.ready, RelayError).value
         self.assertIsInstance(error.error, AUTHDeclinedError)
@@ -163,9 +162,7 @@ class SessionTests(SynchronousTestCase):
 
     def test_xoauth2_token_then_refusal(self) -> None:
         session = Session(username="U", secret=b"T", token=True)
-        session.server("220 relay.test ESMTP")
-        self.assertEqual(session.server("250-relay.test", "250 AUTH LOGIN PLAIN XOAUTH2"),
-                         b"AUTH XOAUTH2\r\n")
+        self.assertEqual(session.ehlo("AUTH LOGIN PLAIN XOAUTH2"), b"AUTH XOAUTH2\r\n")
         self.assertEqual(session.server("334 "),
                          base64.b64encode(b"user=U\x01auth=Bearer T\x01\x01") + b"\r\n")
         complaint = base64.b64encode(b'{"status":"401","schemes":"bearer"}').decode()
@@ -177,9 +174,7 @@ class SessionTests(SynchronousTestCase):
 
     def test_cram_md5_preferred(self) -> None:
         session = Session()
-        session.server("220 relay.test ESMTP")
-        self.assertEqual(session.server("250-relay.test", "250 AUTH LOGIN PLAIN CRAM-MD5"),
-                         b"AUTH CRAM-MD5\r\n")
+        self.assertEqual(session.ehlo("AUTH LOGIN PLAIN CRAM-MD5"), b"AUTH CRAM-MD5\r\n")
         challenge = b"<1896.697170952@relay.test>"
         digest = hmac.new(b"pass", challenge, "md5").hexdigest().encode()
         self.assertEqual(session.server("334 " + base64.b64encode(challenge).decode()),
@@ -190,9 +185,7 @@ class SessionTests(SynchronousTestCase):
     def test_starttls_before_auth(self) -> None:
         context, transport = object(), TLSTransport()
         session = Session(starttls=context, transport=transport)
-        session.server("220 relay.test ESMTP")
-        self.assertEqual(session.server("250-relay.test", "250-STARTTLS", "250 AUTH PLAIN"),
-                         b"STARTTLS\r\n")
+        self.assertEqual(session.ehlo("STARTTLS", "AUTH PLAIN"), b"STARTTLS\r\n")
         self.assertEqual(session.server("220 2.0.0 ready"), b"EHLO sink.test\r\n")
         self.assertIs(transport.context, context)
         self.assertEqual(plain(session.server("250-relay.test", "250 AUTH PLAIN")),
@@ -200,8 +193,7 @@ class SessionTests(SynchronousTestCase):
 
     def test_starttls_required_not_offered(self) -> None:
         session = Session(starttls=object())
-        session.server("220 relay.test ESMTP")
-        self.assertEqual(session.server("250-relay.test", "250 AUTH PLAIN"), b"QUIT\r\n")
+        self.assertEqual(session.ehlo("AUTH PLAIN"), b"QUIT\r\n")
         error = self.failureResultOf(session.connection.ready, RelayError).value
         self.assertIsInstance(error.error, TLSRequiredError)
         self.assertEqual((error.stage, error.tls), ("smtp", False))
@@ -216,29 +208,28 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(session.server("550 5.1.1 no such user"),
                          b"RCPT TO:<to@example.net>\r\n")
         self.assertEqual(session.server("250 2.1.5 ok"), b"DATA\r\n")
-        session.server("354 go ahead")
-        session.server("250 2.0.0 queued")
+        session.server("354 go ahead", "250 2.0.0 queued", "250 2.0.0 reset")
         self.assertEqual(self.successResultOf(sent.sent),
                          "250 2.0.0 queued; refused: gone@example.net")
 
     def test_every_recipient_refused(self) -> None:
         session, sent = logged_in(), message("gone@example.net", "to@example.net")
         session.send(sent)
-        session.server("250 2.1.0 ok")
-        session.server("550 5.1.1 no such user")
+        session.server("250 2.1.0 ok", "550 5.1.1 no such user")
         self.assertEqual(session.server("553 5.7.1 relaying denied"), b"RSET\r\n")
+        session.server("250 2.0.0 reset")
         error = self.failureResultOf(sent.sent, RelayError).value
         self.assertIsInstance(error.error, DeliveryRefused)
         self.assertEqual(error.error.text, "No recipients accepted")
         self.assertEqual(error.refusals, [("gone@example.net", 550, "5.1.1 no such user"),
                                           ("to@example.net", 553, "5.7.1 relaying denied")])
-        session.server("250 2.0.0 reset")
         self.assertEqual(session.idle, [session.connection])
 
     def test_mail_from_refused(self) -> None:
         session, sent = logged_in(), message()
         session.send(sent)
         self.assertEqual(session.server("530 5.7.0 Authentication required"), b"RSET\r\n")
+        session.server("250 2.0.0 reset")
         error = self.failureResultOf(sent.sent, RelayError).value
         self.assertIsInstance(error.error, DeliveryRefused)
         self.assertEqual((error.error.code, error.error.text, error.stage),
@@ -390,11 +381,10 @@ class DiagnoserTests(SynchronousTestCase):
 class FakeConnection:
     """A pooled connection: records what it is given; the test says how it ends."""
 
-    def __init__(self, on_idle: Callable[[Any], None], on_lost: Callable[[Any], None]) -> None:
+    def __init__(self, on_idle: Hook, on_lost: Hook) -> None:
         self.on_idle, self.on_lost = on_idle, on_lost
         self.messages: list[Message] = []
-        self.closed = False
-        self.quits = 0
+        self.closed, self.quits = False, 0
 
     def send(self, message: Message) -> Deferred[str]:
         self.messages.append(message)
@@ -416,28 +406,22 @@ class FakeConnection:
         return error
 
 
-class FakeDiagnoser:
+class FakeClient:
+    """C{connect} hands out Deferreds the test fires with L{open}; its own diagnoser."""
+
     def __init__(self) -> None:
+        self.diagnoser = self
         self.errors: list[BaseException] = []
+        self.openings: list[tuple[Deferred[Any], Hook, Hook]] = []
+
+    def connect(self, on_idle: Hook, on_lost: Hook) -> Deferred[Any]:
+        opening: Deferred[Any] = Deferred()
+        self.openings.append((opening, on_idle, on_lost))
+        return opening
 
     def diagnose(self, error: BaseException) -> Deferred[Diagnosis]:
         self.errors.append(error)
         return succeed(Diagnosis(f"diagnosed at {getattr(error, 'stage', '?')}"))
-
-
-class FakeClient:
-    """C{connect} hands out Deferreds the test fires with L{open}."""
-
-    def __init__(self) -> None:
-        self.diagnoser = FakeDiagnoser()
-        self.openings: list[tuple[Deferred[Any], Callable[[Any], None],
-                                  Callable[[Any], None]]] = []
-
-    def connect(self, on_idle: Callable[[Any], None],
-                on_lost: Callable[[Any], None]) -> Deferred[Any]:
-        opening: Deferred[Any] = Deferred()
-        self.openings.append((opening, on_idle, on_lost))
-        return opening
 
     def open(self) -> FakeConnection:
         """Complete the latest opening."""
@@ -492,7 +476,7 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual([m.wire for m in fresh.messages], [b"two\r\n"])
         fresh.finish("250 again")
         self.assertEqual(self.successResultOf(second), "250 again")
-        self.assertEqual(self.client.diagnoser.errors, [])
+        self.assertEqual(self.client.errors, [])
 
     def test_reused_connection_lost_after_mail_not_sent_again(self) -> None:
         stale = self.idle_connection()
@@ -500,7 +484,7 @@ class PoolTests(SynchronousTestCase):
         error = stale.lose(before_mail=False)
         failure = self.failureResultOf(second, Diagnosis)
         self.assertEqual(str(failure.value), "diagnosed at mail")
-        self.assertEqual(self.client.diagnoser.errors, [error])
+        self.assertEqual(self.client.errors, [error])
         self.assertEqual(len(self.client.openings), 1)
 
     def test_idle_connection_quit_after_idle_close(self) -> None:
@@ -516,7 +500,8 @@ class PoolTests(SynchronousTestCase):
         opening.errback(Diagnosis("535 refused"))
         on_lost(object())  # the refused connection closes afterwards
         self.assertEqual(str(self.failureResultOf(first, Diagnosis).value), "535 refused")
-        self.send(b"two\r\n"), self.send(b"three\r\n")
+        self.send(b"two\r\n")
+        self.send(b"three\r\n")
         self.assertEqual(len(self.client.openings), 2)
 
     def test_close_fails_waiting_messages(self) -> None:

@@ -134,6 +134,8 @@ class RelayConnection(ESMTPClient):
         self.closed = False
         self._handshaking = implicit
         self._message: Message | None = None
+        self._outcome: tuple[Message, str | RelayError] | None = None
+        """The last message's result, told once the connection is ready for the next."""
         self._answered_mail = False
         self._failed = False
 
@@ -180,8 +182,23 @@ class RelayConnection(ESMTPClient):
         if not self.ready.called:
             self.stage = "mail"
             self.ready.callback(self)
+            return
+        self._tell_outcome()
+        self.on_idle(self)
+
+    def _tell_outcome(self) -> None:
+        """
+        Fire the last message's Deferred. Held back until RSET is answered so that a
+        client sending message after message finds this connection back in the pool
+        instead of opening another.
+        """
+        if self._outcome is None:
+            return
+        (message, result), self._outcome = self._outcome, None
+        if isinstance(result, RelayError):
+            message.sent.errback(result)
         else:
-            self.on_idle(self)
+            message.sent.callback(result)
 
     def _unexpected(self, code: int, resp: bytes) -> None:
         """A reply while idle, such as 421 before the server times the connection out."""
@@ -230,9 +247,10 @@ class RelayConnection(ESMTPClient):
             answer = f"{code} {text}"
             if refusals:
                 answer += "; refused: " + ", ".join(address for address, _, _ in refusals)
-            message.sent.callback(answer)
-            return
-        message.sent.errback(self._error(DeliveryRefused(code, text), refusals=refusals))
+            self._outcome = (message, answer)
+        else:
+            self._outcome = (message, self._error(DeliveryRefused(code, text),
+                                                  refusals=refusals))
 
     # Failures.
 
@@ -251,7 +269,8 @@ class RelayConnection(ESMTPClient):
         self.on_lost(self)
 
     def _fail(self, error: RelayError) -> None:
-        """Fail whatever waits on this connection (once)."""
+        """Fail whatever waits on this connection (once); a message's result still counts."""
+        self._tell_outcome()
         if self._failed:
             return
         self._failed = True
