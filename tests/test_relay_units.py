@@ -150,6 +150,19 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(second.sent), "250 2.0.0 queued")
         self.assertEqual(session.idle, [session.connection] * 2)
 
+    def test_plain_without_authorization_identity(self) -> None:
+        session = Session()
+        line = session.ehlo("AUTH PLAIN")
+        self.assertEqual(line, b"AUTH PLAIN " + base64.b64encode(b"\0user\0pass") + b"\r\n")
+
+    def test_quit_is_bounded_by_the_timeout(self) -> None:
+        session = logged_in()
+        session.transport.clear()
+        session.connection.quit()
+        self.assertEqual(session.transport.value(), b"QUIT\r\n")
+        session.clock.advance(TIMEOUT)
+        self.assertTrue(session.transport.disconnecting)
+
     def test_refused_auth_plain_not_sent_again(self) -> None:
         session = Session()
         session.ehlo("AUTH PLAIN")
@@ -303,6 +316,12 @@ class DiagnoserTests(SynchronousTestCase):
 
     def test_token_declined(self) -> None:
         self.assertEqual(self.sentence(AUTHDeclinedError(535, b"5.7.8 no"), token="t"),
+                         "535 authentication failed: check [relay] username and token; "
+                         "OAuth2 access tokens expire (often after an hour)")
+
+    def test_token_command_declined(self) -> None:
+        self.assertEqual(self.sentence(AUTHDeclinedError(535, b"5.7.8 no"),
+                                       token_command="fetch-token"),
                          "535 authentication failed: check [relay] username and token; "
                          "OAuth2 access tokens expire (often after an hour)")
 
@@ -513,6 +532,16 @@ class PoolTests(SynchronousTestCase):
         connection = self.idle_connection()
         self.pool.close()
         self.assertEqual(connection.quits, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connection_finishing_after_close_is_quit(self) -> None:
+        first = self.send(b"one\r\n")
+        connection = self.client.open()
+        self.pool.close()
+        connection.finish("250 first")
+        self.assertEqual(self.successResultOf(first), "250 first")
+        self.assertEqual(connection.quits, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class WireFormTests(SynchronousTestCase):

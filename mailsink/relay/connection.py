@@ -26,7 +26,6 @@ from twisted.mail.smtp import (
     CramMD5ClientAuthenticator,
     ESMTPClient,
     LOGINAuthenticator,
-    PLAINAuthenticator,
     SMTPClient,
 )
 from twisted.python.failure import Failure
@@ -55,12 +54,29 @@ class XOAuth2Authenticator:
         return b"user=%s\x01auth=Bearer %s\x01\x01" % (self.user, secret)
 
 
+@implementer(IClientAuthentication)
+class PlainAuthenticator:
+    """
+    RFC 4616 PLAIN without an authorization identity (as smtplib, msmtp and curl send
+    it): Twisted's first sends C{user\\0user\\0password}, which some servers refuse.
+    """
+
+    def __init__(self, user: bytes) -> None:
+        self.user = user
+
+    def getName(self) -> bytes:
+        return b"PLAIN"
+
+    def challengeResponse(self, secret: bytes, chal: object) -> bytes:
+        return b"\0" + self.user + b"\0" + secret
+
+
 def authenticators(username: str, token: bool) -> list[IClientAuthentication]:
     """Fresh authenticators (LOGIN's keeps state) for one connection."""
     user = username.encode("utf-8")
     if token:
         return [XOAuth2Authenticator(user)]
-    return [CramMD5ClientAuthenticator(user), PLAINAuthenticator(user),
+    return [CramMD5ClientAuthenticator(user), PlainAuthenticator(user),
             LOGINAuthenticator(user)]
 
 
@@ -161,8 +177,8 @@ class RelayConnection(ESMTPClient):
         super().tryTLS(code, resp, items)
 
     def _esmtpState_plainAuth(self, code: int, resp: bytes) -> None:
-        # Twisted answers a refused AUTH PLAIN by sending the same credentials once more;
-        # a second failure only counts against the account at the provider.
+        # Twisted answers a refused AUTH PLAIN by trying its other form of PLAIN; ours has
+        # one form, and a second refusal would only count against the account.
         self.esmtpAUTHDeclined(code, resp)
 
     def _where(self) -> str:
@@ -215,6 +231,7 @@ class RelayConnection(ESMTPClient):
         """QUIT, then close."""
         if not self.closed:
             self.closed = True
+            self.setTimeout(self.timeout)  # a server that never answers QUIT is dropped
             self._disconnectFromServer()
 
     # ESMTPClient's questions.

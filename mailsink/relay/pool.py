@@ -84,9 +84,7 @@ class ConnectionPool:
             self._waiting.append(message)
 
     def _reuse(self, connection: RelayConnection, message: Message) -> None:
-        timer = self._timers.pop(connection, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._wake(connection)
         connection.send(message)
 
     def _connect(self, message: Message) -> None:
@@ -110,13 +108,22 @@ class ConnectionPool:
         if self._waiting and not connection.closed:
             connection.send(self._waiting.popleft())
             return
+        if self._closing:
+            connection.quit()
+            return
         self._idle.append(connection)
         self._timers[connection] = self.reactor.callLater(IDLE_CLOSE, self._retire,
                                                           connection)
 
+    def _wake(self, connection: RelayConnection) -> None:
+        """Cancel C{connection}'s idle-close timer, if it has one."""
+        timer = self._timers.pop(connection, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def _retire(self, connection: RelayConnection) -> None:
         """QUIT a connection that rested too long (it counts as open until it is lost)."""
-        self._timers.pop(connection, None)
+        self._wake(connection)
         if connection in self._idle:
             self._idle.remove(connection)
         connection.quit()
@@ -128,9 +135,7 @@ class ConnectionPool:
         self._open -= 1
         if connection in self._idle:
             self._idle.remove(connection)
-        timer = self._timers.pop(connection, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._wake(connection)
         self._next_waiting()
 
     def _next_waiting(self) -> None:
