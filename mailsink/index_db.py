@@ -249,16 +249,17 @@ class IndexStore:
                     item.facts.attachments, *search_values(item.facts), facts_json))
                 self.folders.remember(mailbox, subdir, filename)
                 self._count(mailbox, 1, not read)
-                kind = "new"
+                # Built from what is at hand: reading the row back costs a JSON decode.
+                changes.events.append(("new", Summary(mid, mailbox, bool(read), created,
+                                                      item.size, item.facts)))
             else:
                 self.conn.execute(_UPDATE, (
                     mailbox, subdir, filename, read, item.size, item.mtime_ns,
                     item.facts.attachments, *search_values(item.facts), facts_json, mid))
-                kind = "update"
+                summary = self._summary(mid)
+                if summary is not None:
+                    changes.events.append(("update", summary))
             self.folders.note_fresh(item.loc, item.size, item.mtime_ns)
-            summary = self._summary(mid)
-            if summary is not None:
-                changes.events.append((kind, summary))
         self.conn.commit()
         return changes
 
