@@ -24,12 +24,9 @@ L{Facts.attachments} counts exactly the attachments L{view} lists.
 
 from __future__ import annotations
 
-import binascii
-import codecs
 import dataclasses
 import datetime
 import email.utils
-import html as html_entities
 import re
 from collections.abc import Callable, Iterator
 from email import policy
@@ -40,6 +37,14 @@ from urllib.parse import quote, unquote
 
 from mailsink import trace
 from mailsink.messages import Address, Facts, MessageView, Part, Transport
+from mailsink.mime_text import (
+    decode_text,
+    decode_words,
+    header_text,
+    html_text,
+    transfer_decode,
+    unfold,
+)
 
 _T = TypeVar("_T")
 
@@ -56,27 +61,11 @@ _SNIPPET_TEXT_BYTES = 16 * 1024
 _SNIPPET_HTML_BYTES = 256 * 1024
 
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
-_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64)))
 _DELIMITER_END = re.compile(rb"(--)?[ \t]*(?:\r\n|\n|\r|\Z)")
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _CHARSET = re.compile(r"[A-Za-z0-9._:+-]{1,40}")
-_ASCII_NAMES = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us"})
-_SLOW_CODECS = frozenset({"punycode", "idna"})
-_LINE_BREAK = re.compile(r"\r?\n[ \t]*")
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _MESSAGE_ID = re.compile(r"<([^<>]*)>")
 _PART_ID = re.compile(rf"[1-9][0-9]{{0,5}}(?:\.[1-9][0-9]{{0,5}}){{0,{MAX_DEPTH}}}")
-_HTML_TOKEN = re.compile(
-    r"(?P<comment><!--.*?(?:-->|\Z))"
-    r"|<(?P<close>/?)(?P<tag>[a-zA-Z][^\s/<>]*)[^<>]*>?"
-    r"|(?P<other><[!?/][^<>]*>?)"
-    r"|(?P<text>[^<]+|<)",
-    re.DOTALL,
-)
-_HTML_HIDDEN = frozenset({"script", "style", "title", "head", "template"})
-_HTML_BREAKS = frozenset({"br", "p", "div", "tr", "td", "th", "li", "ul", "ol", "table", "hr",
-                          "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "section"})
 _CID_REFERENCE = re.compile(
     r"""(?P<lead>\b(?:src|background)\s*=\s*["']?|\burl\(\s*["']?)cid:(?P<cid>[^"'\s<>)]+)""",
     re.IGNORECASE,
@@ -175,7 +164,7 @@ def _read_part(raw: bytes, part_id: str) -> tuple[str, str, bytes] | None:
 
 def _payload(raw: bytes, entity: _Entity) -> tuple[str, str, bytes]:
     body = raw[entity.start:entity.end]
-    decoded = _transfer_decode(body, entity.encoding)
+    decoded = transfer_decode(body, entity.encoding)
     content_type = entity.content_type
     if entity.charset and _CHARSET.fullmatch(entity.charset):
         content_type += f"; charset={entity.charset}"
@@ -197,7 +186,7 @@ def _entity(raw: bytes, start: int, end: int, part_id: str, depth: int, budget: 
     budget.parts += 1
     header_end, body_start = _header_end(raw, start, end)
     message = _HEADER_PARSER.parsebytes(raw[start:min(header_end, start + MAX_HEADER_BYTES)])
-    fields = [(name, _unfold(_text(value))) for name, value in message.raw_items()]
+    fields = [(name, unfold(header_text(value))) for name, value in message.raw_items()]
     entity = _Entity(part_id, fields, body_start, end)
     _describe(entity, message, default_type)
     if entity.content_type.startswith("multipart/") and depth < MAX_DEPTH:
@@ -225,10 +214,10 @@ def _describe(entity: _Entity, message: Message, default_type: str) -> None:
     content_type = _safe(message.get_content_type, default_type)
     entity.content_type = (content_type if _MEDIA_TYPE.fullmatch(content_type)
                            else "application/octet-stream")
-    entity.charset = _safe(lambda: _text(message.get_content_charset() or ""), "")
+    entity.charset = _safe(lambda: header_text(message.get_content_charset() or ""), "")
     entity.disposition = _safe(lambda: message.get_content_disposition() or "", "")
     filename = _safe(lambda: message.get_filename() or "", "")
-    entity.filename = _decode_words(_text(filename)).strip() if filename else ""
+    entity.filename = decode_words(header_text(filename)).strip() if filename else ""
     for name, value in entity.fields:
         lowered = name.lower()
         if lowered == "content-id" and not entity.content_id:
@@ -320,7 +309,7 @@ def _listed(root: _Entity, text: _Entity | None,
 def _summary(raw: bytes, entity: _Entity) -> Part:
     size = entity.end - entity.start
     if entity.encoding in ("base64", "quoted-printable"):
-        decoded = _transfer_decode(raw[entity.start:entity.end], entity.encoding)
+        decoded = transfer_decode(raw[entity.start:entity.end], entity.encoding)
         size = size if decoded is None else len(decoded)
     return Part(part_id=entity.part_id, filename=entity.filename,
                 content_type=entity.content_type, content_id=entity.content_id, size=size)
@@ -341,7 +330,7 @@ def _facts(raw: bytes, root: _Entity, text: _Entity | None, html: _Entity | None
         sender=senders[0] if senders else None,
         to=to, cc=cc, bcc=_bcc(_addresses(fields.get("bcc")), transport, to + cc),
         reply_to=_addresses(fields.get("reply-to")),
-        subject=_decode_words(fields.get("subject", [""])[0]).strip(),
+        subject=decode_words(fields.get("subject", [""])[0]).strip(),
         date=_date(fields.get("date", [""])[0]),
         snippet=_safe(lambda: _snippet(raw, text, html), ""),
         attachments=attachments,
@@ -358,7 +347,7 @@ def _addresses(values: list[str] | None) -> tuple[Address, ...]:
         pairs = email.utils.getaddresses(values)
     except Exception:
         return ()
-    return tuple(Address(_decode_words(name).strip(), address.strip())
+    return tuple(Address(decode_words(name).strip(), address.strip())
                  for name, address in pairs if address.strip())
 
 
@@ -392,7 +381,7 @@ def _date(value: str) -> str:
 def _tags(values: list[str]) -> tuple[str, ...]:
     tags: dict[str, None] = {}
     for value in values:
-        for tag in _decode_words(value).split(","):
+        for tag in decode_words(value).split(","):
             if tag.strip():
                 tags.setdefault(" ".join(tag.split()), None)
     return tuple(tags)
@@ -401,7 +390,7 @@ def _tags(values: list[str]) -> tuple[str, ...]:
 def _header_map(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
     headers: dict[str, list[str]] = {}
     for name, value in fields:
-        headers.setdefault(_canonical(name), []).append(_decode_words(value).strip())
+        headers.setdefault(_canonical(name), []).append(decode_words(value).strip())
     return headers
 
 
@@ -422,133 +411,20 @@ def _body(raw: bytes, entity: _Entity | None, limit: int) -> str:
     encoding = entity.encoding
     factor = {"base64": 1.5, "quoted-printable": 3.1}.get(encoding, 1.0)
     stop = min(entity.end, entity.start + int(limit * factor) + 4)
-    data = _transfer_decode(raw[entity.start:stop], encoding)
+    data = transfer_decode(raw[entity.start:stop], encoding)
     if data is None:
         data = raw[entity.start:min(entity.end, entity.start + limit)]
-    return _decode_text(data[:limit], entity.charset)
+    return decode_text(data[:limit], entity.charset)
 
 
 def _snippet(raw: bytes, text: _Entity | None, html: _Entity | None) -> str:
     if text is not None:
         words = _body(raw, text, _SNIPPET_TEXT_BYTES)
     elif html is not None:
-        words = _html_text(_body(raw, html, _SNIPPET_HTML_BYTES), 4 * SNIPPET_LENGTH)
+        words = html_text(_body(raw, html, _SNIPPET_HTML_BYTES), 4 * SNIPPET_LENGTH)
     else:
         return ""
     return " ".join(words.split())[:SNIPPET_LENGTH].rstrip()
-
-
-def _html_text(markup: str, wanted: int) -> str:
-    """The visible text at the start of an HTML document (no scripts, styles, comments)."""
-    chunks: list[str] = []
-    have = position = 0
-    lowered = ""
-    while position < len(markup) and have < wanted:
-        token = _HTML_TOKEN.match(markup, position)
-        if token is None:
-            break
-        position = token.end()
-        if token["text"] is not None:
-            text = html_entities.unescape(token["text"])
-            chunks.append(text)
-            have += len(text.strip())
-        elif token["tag"]:
-            name = token["tag"].lower()
-            if name in _HTML_BREAKS:
-                chunks.append(" ")
-            if not token["close"] and name in _HTML_HIDDEN:
-                lowered = lowered or markup.lower()
-                closing = lowered.find("</" + name, position)
-                if closing >= 0:
-                    position = closing
-                elif name in ("script", "style"):
-                    position = len(markup)
-    return "".join(chunks)
-
-
-def _transfer_decode(data: bytes, encoding: str) -> bytes | None:
-    """The bytes a Content-Transfer-Encoding stands for, or C{None} if it can't be undone."""
-    if encoding == "base64":
-        try:
-            return binascii.a2b_base64(data)
-        except (binascii.Error, ValueError):
-            clean = data.translate(None, _NOT_BASE64)
-            clean = clean[:-1] if len(clean) % 4 == 1 else clean + b"=" * (-len(clean) % 4)
-            try:
-                return binascii.a2b_base64(clean)
-            except (binascii.Error, ValueError):
-                return None
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(data)
-    if encoding in ("", "7bit", "8bit", "binary"):
-        return data
-    return None
-
-
-def _decode_text(data: bytes, charset: str) -> str:
-    """Text in its declared charset; unknown charsets read as UTF-8 with replacements."""
-    charset = charset.strip().lower()
-    if charset and charset not in _ASCII_NAMES:
-        try:
-            codec = codecs.lookup(charset[:40]).name
-        except (LookupError, ValueError):  # unknown, or a NUL in the name
-            codec = "utf-8"
-        try:
-            if codec not in _SLOW_CODECS:
-                return data.decode(codec, "replace")
-        except Exception:  # a bytes-to-bytes codec, or one without "replace"
-            pass
-        return data.decode("utf-8", "replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
-
-
-# Header values.
-
-def _text(value: str) -> str:
-    """A header value as read from bytes (surrogate-escaped), as real text."""
-    if value.isascii():
-        return value
-    data = value.encode("utf-8", "surrogateescape")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
-
-
-def _unfold(value: str) -> str:
-    return _LINE_BREAK.sub(" ", value)
-
-
-def _decode_words(value: str) -> str:
-    """RFC 2047 encoded words decoded; adjacent words in one charset are joined first."""
-    if "=?" not in value:
-        return value
-    out: list[str] = []
-    pending, pending_charset, started, position = b"", "", False, 0
-    for match in _ENCODED_WORD.finditer(value):
-        if match[2] in "bB":
-            encoded = match[3].encode("utf-8")
-            word = (None if encoded.rstrip(b"=").translate(None, _BASE64)
-                    else _transfer_decode(encoded, "base64"))
-        else:
-            word = binascii.a2b_qp(match[3].encode("utf-8"), header=True)
-        if word is None:
-            continue
-        gap = value[position:match.start()]
-        charset = match[1].split("*", 1)[0]
-        if not started or gap.strip() or charset.lower() != pending_charset.lower():
-            out.append(_decode_text(pending, pending_charset))
-            pending = b""
-            if not started or gap.strip():
-                out.append(gap)
-        pending += word
-        pending_charset, started, position = charset, True, match.end()
-    out.append(_decode_text(pending, pending_charset))
-    out.append(value[position:])
-    return "".join(out)
 
 
 def _safe(function: Callable[[], _T], default: _T) -> _T:
