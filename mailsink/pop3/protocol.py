@@ -1,10 +1,11 @@
 """
 mailsink's POP3 server: a subclass of Twisted's C{POP3} that closes the gaps Twisted leaves.
 
-- Input is split into commands here: a command waits for the previous one's asynchronous
-  answer (PIPELINING keeps replies in order), lines longer than L{MAX_LINE} get an error
-  and are skipped, and plaintext pipelined behind STLS is thrown away (RFC 2595 / the
-  STARTTLS injection bug).
+- Input is split into commands by L{PipelinedInput}: a command waits for the previous
+  one's asynchronous answer (PIPELINING keeps replies in order), lines longer than
+  L{MAX_LINE} get an error and are skipped, and plaintext pipelined behind STLS is thrown
+  away (RFC 2595 / the STARTTLS injection bug). The autologout timer stops while a
+  command waits, as in Twisted's POP3.
 - STLS (RFC 2595) on C{tls = starttls | starttls-required} listeners, advertised in CAPA
   only before TLS; C{starttls-required} refuses login before it. Without TLS, logins are
   refused (and USER/SASL not advertised) unless C{[auth] allow_insecure}.
@@ -32,6 +33,7 @@ from zope.interface import implementer
 from mailsink.auth.sasl import Plain
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.metrics import Metrics
+from mailsink.pipelining import PipelinedInput
 from mailsink.pop3.login import POP3Login, Refused
 from mailsink.pop3.mailbox import MaildirMailbox, MessageGone
 from mailsink.smtp.diagnostics import looks_like_tls_client_hello
@@ -40,8 +42,6 @@ log = Logger()
 
 MAX_LINE = 8192
 """Longest command line (RFC 2449 says 255 octets; SASL responses may need more)."""
-MAX_BUFFERED_WHILE_WAITING = 1024 * 1024
-"""Pipelined input kept while a command waits; beyond it, reading pauses."""
 IDLE_TIMEOUT = 600
 """RFC 1939: the autologout timer is at least 10 minutes."""
 
@@ -65,13 +65,14 @@ class POP3Settings:
 
 
 @implementer(IHandshakeListener)
-class SinkPOP3(POP3Login, POP3):
+class SinkPOP3(POP3Login, PipelinedInput, POP3):
     """A POP3 server over the Maildir (see the module docstring)."""
 
     transport: Any
     mbox: MaildirMailbox | None
     factory: Any
     portal: Any
+    max_line = MAX_LINE
 
     def __init__(self, settings: POP3Settings, portal: Any, tls_context: Any = None,
                  throttle: FailureThrottle | None = None, clock: IReactorTime | None = None,
@@ -84,11 +85,6 @@ class SinkPOP3(POP3Login, POP3):
         self.metrics = metrics or Metrics()
         self.timeOut = settings.idle_timeout
         self.mbox = None
-        self._buffer = b""
-        self._waiting = False
-        self._processing = False
-        self._paused = False
-        self._discarding_long_line = False
         self._user: bytes | None = None
         self._sasl: Plain | None = None
         self._quitting = False
@@ -138,58 +134,30 @@ class SinkPOP3(POP3Login, POP3):
                 self.transport.abortConnection()
                 return
         self.resetTimeout()
-        self._buffer += data
-        self._process()
+        self.buffer_input(data)
 
-    def _process(self) -> None:
-        self._processing = True
-        try:
-            while (self._buffer and not self._waiting and self.transport is not None
-                   and not self.transport.disconnecting and not self._quitting):
-                end = self._buffer.find(b"\n")
-                if end < 0:
-                    if len(self._buffer) > MAX_LINE:
-                        if not self._discarding_long_line:
-                            self._line_too_long()
-                        self._discarding_long_line = True
-                        self._buffer = b""
-                    break
-                line, self._buffer = self._buffer[:end], self._buffer[end + 1:]
-                if self._discarding_long_line:
-                    self._discarding_long_line = False
-                elif len(line) > MAX_LINE + 1:
-                    self._line_too_long()
-                else:
-                    self.lineReceived(line.removesuffix(b"\r"))
-        finally:
-            self._processing = False
-        if self.transport is None:
-            return
-        if self._waiting and len(self._buffer) > MAX_BUFFERED_WHILE_WAITING:
-            self._paused = True
-            self.transport.pauseProducing()
-        elif self._paused and not self._waiting:
-            self._paused = False
-            self.transport.resumeProducing()
+    def _take_input(self) -> bool:
+        """One command line; nothing after QUIT is acted on."""
+        return not self._quitting and self._take_line()
 
     def _line_too_long(self) -> None:
         self._sasl = None
         self.reply_err(f"line too long (more than {MAX_LINE} octets)")
 
     def _longOperation(self, d: Deferred[Any]) -> Deferred[Any]:
-        """Hold later commands (still in the buffer) until C{d} has fired."""
+        """
+        L{_block_until} with the autologout timer stopped until C{d} has fired (Twisted's
+        POP3 does the same); the timer restarts before the held commands run.
+        """
         self.setTimeout(None)
-        self._waiting = True
 
-        def done(result: object) -> object:
-            self._waiting = False
-            if self.transport is not None and not self.transport.disconnecting:
+        def restart_timer(result: object) -> object:
+            if self._connected():
                 self.setTimeout(self.timeOut)
-                if not self._processing:
-                    self._process()
             return result
 
-        return d.addBoth(done)
+        self._block_until(d.addBoth(restart_timer))
+        return d
 
     def reply_ok(self, text: str = "") -> None:
         self.successResponse(text)
@@ -279,11 +247,10 @@ class SinkPOP3(POP3Login, POP3):
         if not self.can_stls:
             raise Refused("STLS is not available on this listener")
         self.reply_ok("Begin TLS negotiation")
-        if self._buffer:
+        if self.drop_pipelined():
             log.warn("[{listener}] {client} sent commands behind STLS before TLS began; "
                      "they were dropped (RFC 2595)", listener=self.settings.listener,
                      client=self.client_address())
-        self._buffer = b""
         self._user = None
         self.transport.startTLS(self.tls_context)
 

@@ -2,10 +2,11 @@
 mailsink's ESMTP server protocol: one subclass of Twisted's C{ESMTP} that closes the gaps
 Twisted leaves (see C{shared/style.md}).
 
-- Input is split into commands here, not by C{LineOnlyReceiver}: commands wait for the
-  previous one's asynchronous answer (pipelined replies stay in order), plaintext pipelined
-  behind STARTTLS is thrown away (the STARTTLS injection bug), and DATA is decoded in bulk
-  by L{DataDecoder} and streamed to the store instead of being fed line by line.
+- Input is split into commands by L{PipelinedInput}, not by C{LineOnlyReceiver}: commands
+  wait for the previous one's asynchronous answer (pipelined replies stay in order),
+  plaintext pipelined behind STARTTLS is thrown away (the STARTTLS injection bug), and DATA
+  is decoded in bulk by L{DataDecoder} and streamed to the store instead of being fed line
+  by line.
 - SIZE is advertised and enforced while streaming; PIPELINING, 8BITMIME, SMTPUTF8 and
   ENHANCEDSTATUSCODES are advertised; every reply carries an enhanced status code.
 - STARTTLS forgets HELO and the transaction (RFC 3207 section 4.2); it is never offered on
@@ -19,7 +20,7 @@ from typing import Any
 
 import attrs
 from twisted.cred.credentials import Anonymous
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.mail.smtp import ESMTP
@@ -30,6 +31,7 @@ from mailsink.chaos import Chaos
 from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
 from mailsink.maildir import IncomingMessage
 from mailsink.metrics import Metrics
+from mailsink.pipelining import PipelinedInput
 from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
 from mailsink.smtp.body import DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
@@ -43,8 +45,6 @@ log = Logger()
 
 MAX_COMMAND_LINE = 16384
 """Longest command line: RFC 4954 asks for 12,288 octets of AUTH response, plus room."""
-MAX_BUFFERED_WHILE_WAITING = 1024 * 1024
-"""Pipelined input kept while a command waits for the disk; beyond it, reading pauses."""
 
 _BEFORE_STARTTLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"NOOP", b"RSET", b"QUIT"})
 
@@ -71,13 +71,14 @@ class SMTPSettings:
 
 
 @implementer(IHandshakeListener)
-class SinkESMTP(SMTPAuthentication, ESMTP):
+class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
     """An ESMTP server that stores every message it is given (see the module docstring)."""
 
     transport: Any
     delivery: Any
     portal: Any
     _helo: Any
+    max_line = MAX_COMMAND_LINE
 
     def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any = None,
                  auth_setup: AuthSetup | None = None, metrics: Metrics | None = None) -> None:
@@ -89,11 +90,6 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         self.metrics = metrics or Metrics()
         self.host = settings.hostname.encode("idna")
         self.timeout = int(settings.idle_timeout)
-        self._buffer = b""
-        self._blocked = False
-        self._processing = False
-        self._reading_paused = False
-        self._discarding_long_line = False
         self._first_bytes = True
         self._esmtp = False
         self._smtputf8 = False
@@ -128,64 +124,17 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
                 self.transport.abortConnection()
                 return
         self.resetTimeout()
-        self._buffer += data
-        self._process()
+        self.buffer_input(data)
 
-    def _process(self) -> None:
-        """Run the buffered commands in order; stop while one waits for an answer."""
-        self._processing = True
-        try:
-            while self._buffer and not self._blocked and not self.transport.disconnecting:
-                if self._decoder is not None:
-                    self._receive_data()
-                elif not self._next_command():
-                    break
-        finally:
-            self._processing = False
-        if self._blocked and len(self._buffer) > MAX_BUFFERED_WHILE_WAITING:
-            self._reading_paused = True
-            self.transport.pauseProducing()
-        elif self._reading_paused and not self._blocked:
-            self._reading_paused = False
-            self.transport.resumeProducing()
-
-    def _next_command(self) -> bool:
-        """Handle one buffered command line; False when the line is not complete yet."""
-        end = self._buffer.find(b"\n")
-        if end < 0:
-            if len(self._buffer) > MAX_COMMAND_LINE:
-                if not self._discarding_long_line:
-                    self._line_too_long()
-                self._discarding_long_line = True
-                self._buffer = b""
-            return False
-        line, self._buffer = self._buffer[:end], self._buffer[end + 1:]
-        if self._discarding_long_line:
-            self._discarding_long_line = False
-        elif len(line) > MAX_COMMAND_LINE + 1:
-            self._line_too_long()
-        else:
-            self.lineReceived(line.removesuffix(b"\r"))
+    def _take_input(self) -> bool:
+        """In DATA, the buffer goes to the decoder in bulk; otherwise one command line."""
+        if self._decoder is None:
+            return self._take_line()
+        self._receive_data()
         return True
 
     def _line_too_long(self) -> None:
         self.reply(500, f"5.5.2 Line too long (more than {MAX_COMMAND_LINE} octets)")
-
-    def _block_until(self, waiting: Deferred[Any]) -> None:
-        """
-        Hold later commands back until C{waiting} has fired (keeps replies in order);
-        a Deferred that has fired already releases them at once.
-        """
-        self._blocked = True
-
-        def unblock(result: object) -> object:
-            self._blocked = False
-            if not self._processing and self.transport is not None \
-                    and not self.transport.disconnecting:
-                self._process()
-            return result
-
-        waiting.addBoth(unblock)
 
     def reply(self, code: int, text: str) -> None:
         """Send one reply; C{text} starts with the enhanced status code, lines split on \\n."""
@@ -454,11 +403,10 @@ class SinkESMTP(SMTPAuthentication, ESMTP):
         if rest:
             raise Reply(501, "5.5.4 Syntax: STARTTLS")
         self.reply(220, "2.0.0 Ready to start TLS")
-        if self._buffer:
+        if self.drop_pipelined():
             log.warn("[{listener}] {client} sent commands behind STARTTLS before TLS began; "
                      "they were dropped (RFC 3207 forbids acting on them)",
                      listener=self.settings.listener, client=self.client_address())
-        self._buffer = b""
         self.transport.startTLS(self.ctx)
         self._helo = (None, self.client_address().encode())
         self._esmtp = False
