@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from mailsink.imap import mailbox, uids
+from mailsink.imap import changes, uids
 from mailsink.imap.mailbox import inline
 from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
 from mailsink.imap.service import register_reader
@@ -631,7 +631,7 @@ class OffTheReactor(IMAPTestCase):
         """A scan stuck in a worker thread: another connection's NOOP is answered."""
         self.deliver(3)
         stuck, entered = threading.Event(), threading.Event()
-        real_scan = mailbox.scan
+        real_scan = changes.scan
 
         def slow_scan(path: str) -> Any:
             if threading.current_thread() is not threading.main_thread():
@@ -639,7 +639,7 @@ class OffTheReactor(IMAPTestCase):
                 stuck.wait(10)
             return real_scan(path)
 
-        self.patch(mailbox, "scan", slow_scan)
+        self.patch(changes, "scan", slow_scan)
         self.addCleanup(stuck.set)
         other = self.connect()  # runs inline: on this (the reactor's) thread
         other.ok("a SELECT INBOX")

@@ -1,0 +1,196 @@
+"""
+FETCH for L{mailsink.imap.protocol.SinkIMAP4Server}, and writing many C{* n FETCH} lines
+without holding up the reactor.
+
+A cheap FETCH (FLAGS, UID, RFC822.SIZE, INTERNALDATE) gets its message list, sizes and
+dates from a worker thread, then is written L{FETCH_SLICE} messages a reactor turn; STORE's
+replies go out the same way. Any other FETCH marks content it reads C{\\Seen} first, then
+goes through Twisted's FETCH, each message's content read (and parsed) in a worker thread
+before it is written, and every L{SPEW_BREAK}th message through the reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+
+from mailsink.imap.mailbox import MaildirMailbox
+from mailsink.imap.message import MaildirMessage
+
+if TYPE_CHECKING:
+    from mailsink.imap.protocol import IMAPSettings
+
+log = Logger()
+
+FETCH_SLICE = 2000
+"""Messages answered per reactor turn by a cheap FETCH."""
+SPEW_BREAK = 50
+"""Every this many messages, a FETCH yields to the reactor."""
+_CHEAP = frozenset({"flags", "uid", "rfc822size", "internaldate"})
+_NO_CONTENT = frozenset({"flags", "uid"})
+
+
+class IMAPFetch(imap4.IMAP4Server):
+    """The FETCH command and long FETCH-style replies; mixed into the protocol."""
+
+    # Provided by the protocol.
+    settings: IMAPSettings
+    clock: Any
+    transport: Any
+    mbox: Any
+    _spews: int
+    _hold: Callable[[], Any]
+    _valid_set: Callable[[bytes, imap4.MessageSet, int], bool]
+
+    def do_FETCH(self, tag: bytes, messages: Any, query: Any, uid: int = 0) -> None:
+        if not self._valid_set(tag, messages, uid):
+            return
+        release = self._hold()
+        if query and all(part.type in _CHEAP for part in query):
+            kinds = {part.type for part in query}
+            measured = self.mbox.fetch_measured(
+                messages, bool(uid), "rfc822size" in kinds, "internaldate" in kinds) \
+                if isinstance(self.mbox, MaildirMailbox) \
+                else maybeDeferred(self.mbox.fetch, messages, uid)
+            measured.addCallback(lambda found: self._cheap_fetch(tag, found, query, uid))
+            measured.addErrback(self._fetch_failed, tag)
+            measured.addBoth(release)
+            return
+        if not query:
+            self.sendPositiveResponse(tag, b"FETCH complete")
+            release()
+            return
+        mbox = self.mbox
+        if mbox.isWriteable() and any(_reads_content(part) for part in query):
+            seen = maybeDeferred(mbox.store, messages, ["\\Seen"], 1, uid)
+        else:
+            seen = succeed(None)
+
+        def marked(result: Any) -> Deferred[Any]:
+            if isinstance(result, Failure):
+                log.warn("[{listener}] could not mark messages seen: {error}",
+                         listener=self.settings.listener, error=result.value)
+            return mbox.fetch_later(messages, bool(uid)) \
+                if isinstance(mbox, MaildirMailbox) \
+                else maybeDeferred(mbox.fetch, messages, uid=uid)
+
+        def listed(found: list[Any]) -> None:
+            # Twisted's FETCH writes the messages (content read in a worker, see
+            # spewMessage), keeping the commands that follow blocked, then releases them.
+            self._oldTimeout = self.setTimeout(None)
+            self._IMAP4Server__cbFetch(  # type: ignore[attr-defined]
+                iter(found), tag, query, uid)
+
+        def failed(failure: Failure) -> None:
+            self._fetch_failed(failure, tag)
+            release()
+
+        seen.addBoth(marked).addCallbacks(listed, failed)
+
+    def _fetch_failed(self, failure: Failure, tag: bytes) -> None:
+        log.failure("FETCH failed", failure)
+        self.sendBadResponse(tag, b"FETCH failed: " + str(failure.value).encode())
+
+    def spewMessage(self, id: int, msg: Any, query: Any, uid: int) -> Any:
+        """Content is read (and parsed) in a worker thread first."""
+        spew = super().spewMessage
+        if isinstance(msg, MaildirMessage) and \
+                any(part.type not in _NO_CONTENT for part in query):
+            return msg.preload().addCallback(lambda _: spew(id, msg, query, uid))
+        return spew(id, msg, query, uid)
+
+    def _cheap_fetch(self, tag: bytes, found: list[Any], query: Any,
+                     uid: int) -> Deferred[None]:
+        """FLAGS, UID, RFC822.SIZE, INTERNALDATE: written in slices, no per-item work."""
+        kinds = [part.type for part in query]
+        if uid and "uid" not in kinds:
+            kinds.append("uid")
+
+        def item(kind: str, message: Any) -> bytes:
+            if kind == "flags":
+                return b"FLAGS (" + " ".join(message.getFlags()).encode() + b")"
+            if kind == "uid":
+                return b"UID %d" % (message.getUID(),)
+            if kind == "rfc822size":
+                return b"RFC822.SIZE %d" % (message.getSize(),)
+            chunks: list[bytes] = []
+            self.spew_internaldate(0, message, chunks.append)
+            return b"".join(chunks)
+
+        return self._write_slices(
+            tag, b"FETCH completed", found,
+            lambda seq, m: b"* %d FETCH (%s)\r\n" % (
+                seq, b" ".join(item(k, m) for k in kinds)))
+
+    def _run_steps(self, steps: Any) -> Deferred[None]:
+        """
+        Run a FETCH response's steps at once, not one per reactor turn as Twisted's
+        default does; every L{SPEW_BREAK}th message goes through the reactor so the
+        per-message callback chain never grows deep.
+        """
+        done: Deferred[None] = Deferred()
+
+        def run() -> None:
+            try:
+                for step in steps:
+                    if isinstance(step, Deferred) and not step.called:
+                        step.addCallbacks(lambda _: run(), done.errback)
+                        return
+            except Exception:
+                done.errback(Failure())
+                return
+            done.callback(None)
+
+        self._spews += 1
+        if self._spews % SPEW_BREAK:
+            run()
+        else:
+            self._call_later(0, run)
+        return done
+
+    select_FETCH: Any = (do_FETCH, imap4.IMAP4Server.arg_seqset,
+                         imap4.IMAP4Server.arg_fetchatt)
+
+    def _write_slices(self, tag: bytes, done_text: bytes, items: list[Any],
+                      line: Any) -> Deferred[None]:
+        """Write one line per item, L{FETCH_SLICE} per reactor turn, then the tagged OK."""
+        mbox = self.mbox
+        position = 0
+        done: Deferred[None] = Deferred()
+
+        def step() -> None:
+            nonlocal position
+            if self.mbox is not mbox or self.transport is None:
+                done.callback(None)
+                return
+            self.transport.write(b"".join(
+                line(*item) for item in items[position:position + FETCH_SLICE]))
+            position += FETCH_SLICE
+            if position < len(items):
+                self._call_later(0, step)
+                return
+            self.sendPositiveResponse(tag, done_text)
+            done.callback(None)
+
+        step()
+        return done
+
+    def _call_later(self, delay: float, call: Any) -> None:
+        if self.clock is not None:
+            self.clock.callLater(delay, call)
+        else:
+            from twisted.internet import reactor
+            reactor.callLater(delay, call)
+
+
+def _reads_content(part: Any) -> bool:
+    """A FETCH item that sets \\Seen (RFC 3501 6.4.5): RFC822, RFC822.TEXT, BODY[...]."""
+    if part.type in ("rfc822", "rfc822text"):
+        return True
+    return part.type == "body" and not part.peek and bool(
+        part.header or part.text or part.mime or part.empty or part.part)
