@@ -39,6 +39,9 @@ class PipelinedInput:
     """Act on the next piece of the buffer (usually L{_take_line}); False to stop for now."""
 
     _buffer = b""
+    _start = 0
+    """Octets at the front of L{_buffer} already acted on (cutting each line off the front
+    would copy the rest every time: quadratic in what a client pipelines)."""
     _blocked = False
     _processing = False
     _reading_paused = False
@@ -46,14 +49,26 @@ class PipelinedInput:
 
     def buffer_input(self, data: bytes) -> None:
         """Add received bytes to the buffer and act on what may be acted on now."""
-        self._buffer += data
+        self._buffer = self._buffer[self._start:] + data if self._start else self._buffer + data
+        self._start = 0
         self._process()
+
+    def take_buffered(self) -> bytes:
+        """All the input not acted on yet, taken out of the buffer (for message data)."""
+        rest = self._buffer[self._start:] if self._start else self._buffer
+        self._buffer, self._start = b"", 0
+        return rest
+
+    def put_back(self, rest: bytes) -> None:
+        """Input taken with L{take_buffered} and not used (what follows message data)."""
+        self._buffer, self._start = rest, 0
 
     def drop_pipelined(self) -> bool:
         """Forget the input not yet acted on (for STARTTLS); True if there was some."""
-        dropped = bool(self._buffer)
-        self._buffer = b""
-        return dropped
+        return bool(self.take_buffered())
+
+    def _pending(self) -> int:
+        return len(self._buffer) - self._start
 
     def _connected(self) -> bool:
         return self.transport is not None and not self.transport.disconnecting
@@ -62,14 +77,14 @@ class PipelinedInput:
         """Run the buffered commands in order; stop while one waits for an answer."""
         self._processing = True
         try:
-            while self._buffer and not self._blocked and self._connected():
+            while self._pending() and not self._blocked and self._connected():
                 if not self._take_input():
                     break
         finally:
             self._processing = False
         if self.transport is None:
             return
-        if self._blocked and len(self._buffer) > MAX_BUFFERED_WHILE_WAITING:
+        if self._blocked and self._pending() > MAX_BUFFERED_WHILE_WAITING:
             self._reading_paused = True
             self.transport.pauseProducing()
         elif self._reading_paused and not self._blocked:
@@ -78,15 +93,15 @@ class PipelinedInput:
 
     def _take_line(self) -> bool:
         """Handle one buffered command line; False when the line is not complete yet."""
-        end = self._buffer.find(b"\n")
+        end = self._buffer.find(b"\n", self._start)
         if end < 0:
-            if len(self._buffer) > self.max_line:
+            if self._pending() > self.max_line:
                 if not self._discarding_long_line:
                     self._line_too_long()
                 self._discarding_long_line = True
-                self._buffer = b""
+                self.take_buffered()
             return False
-        line, self._buffer = self._buffer[:end], self._buffer[end + 1:]
+        line, self._start = self._buffer[self._start:end], end + 1
         if self._discarding_long_line:
             self._discarding_long_line = False
         elif len(line) > self.max_line + 1:

@@ -5,6 +5,8 @@ commands answer at once, wait on a Deferred the test fires, or act like STARTTLS
 
 from __future__ import annotations
 
+import time
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
@@ -71,6 +73,16 @@ class PipelinedInputTests(TestCase):
         self.assertEqual(self.protocol.lines, [b"WAIT"])
         self.protocol.pending[0].callback(None)
         self.assertEqual(self.replies(), [b"done", b"ok A", b"ok B", b"ok C"])
+
+    def test_held_lines_are_released_in_linear_time(self) -> None:
+        """4 MiB pipelined behind one command: cutting each line off the front of the
+        buffer (a copy of the rest each time) took minutes; an offset takes milliseconds."""
+        line = b"X" * 62 + b"\r\n"
+        self.protocol.dataReceived(b"WAIT\r\n" + line * (4 * 1024 * 1024 // len(line)))
+        started = time.monotonic()
+        self.protocol.pending[0].callback(None)
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual(len(self.protocol.lines), 1 + 4 * 1024 * 1024 // len(line))
 
     def test_replies_stay_in_order(self) -> None:
         self.protocol.dataReceived(b"WAIT\r\nA\r\nWAIT\r\nB\r\nNOW\r\nC\r\n")

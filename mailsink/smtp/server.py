@@ -322,8 +322,7 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
 
     def _receive_data(self) -> None:
         assert self._decoder is not None and self._message is not None
-        chunk = self._decoder.feed(self._buffer)
-        self._buffer = b""
+        chunk = self._decoder.feed(self.take_buffered())
         received = self._decoder.wire_bytes - len(chunk.rest or b"") - 3
         limit = self.settings.max_message_size
         if limit and received > limit:
@@ -333,7 +332,7 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         elif chunk.message:
             self._message.write(chunk.message)
         if chunk.rest is not None:
-            self._buffer = chunk.rest
+            self.put_back(chunk.rest)
             self._end_of_data(received)
 
     def _end_of_data(self, size: int) -> None:
