@@ -292,6 +292,9 @@ class Mailbox(IMAPTestCase):
         self.assertIn(b"* SEARCH\r\n", session.ok("l SEARCH BEFORE 1-Jan-2000"))
         self.assertIn(b"* SEARCH 1 2 3\r\n", session.ok("m SEARCH LARGER 10"))
         self.assertIn(b"* SEARCH\r\n", session.ok("n SEARCH SMALLER 10"))
+        # Digits where a word is expected are words, not sequence sets.
+        self.assertIn(b"* SEARCH 2\r\n", session.ok("o SEARCH HEADER Subject 2"))
+        self.assertIn(b"* SEARCH 3\r\n", session.ok("p SEARCH SUBJECT 3"))
 
     def test_status_close_idle(self) -> None:
         self.deliver(2)

@@ -144,16 +144,17 @@ def copy_query(query: Any) -> Any:
     text (Twisted compares them with header text); sequence sets stay bytes.
     """
     copied: list[Any] = []
-    previous: Any = None
     for item in query:
+        # A word after a text key (or after HEADER's field name) is text even when it looks
+        # like a sequence set: SUBJECT 2024, HEADER X-Priority 1.
+        text_follows = bool(copied) and (str(copied[-1]).upper() in _TEXT_KEYS or (
+            len(copied) > 1 and str(copied[-2]).upper() == "HEADER"))
         if isinstance(item, list):
             copied.append(copy_query(item))
-        elif isinstance(item, bytes) and not (
-                _SEQUENCE_SET.fullmatch(item) and str(previous).upper() not in _TEXT_KEYS):
+        elif isinstance(item, bytes) and (text_follows or not _SEQUENCE_SET.fullmatch(item)):
             copied.append(item.decode("utf-8", "replace"))
         else:
             copied.append(item)
-        previous = copied[-1]
     return copied
 
 
