@@ -218,7 +218,9 @@ def diagnose(error: BaseException, client: Client, host: str, port: int) -> Diag
                 implicit=_speaks_tls(host, port, timeout, client.servername)))
         return Diagnosis(sentences.closed(where))
     if isinstance(error, smtplib.SMTPAuthenticationError):
-        return Diagnosis(sentences.auth_failed(error.smtp_code))
+        said = error.smtp_error.decode("utf-8", "replace") if isinstance(
+            error.smtp_error, bytes) else str(error.smtp_error)
+        return Diagnosis(sentences.auth_failed(error.smtp_code, said))
     if isinstance(error, smtplib.SMTPResponseException):
         text = error.smtp_error.decode("utf-8", "replace") if isinstance(
             error.smtp_error, bytes) else str(error.smtp_error)

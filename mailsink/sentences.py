@@ -184,14 +184,22 @@ def no_common_mechanism(where: str, offered: Iterable[str], spoken: Iterable[str
             f"({', '.join(spoken)})")
 
 
-def auth_failed(code: int) -> str:
+def auth_failed(code: int, text: str = "", *, token: bool = False) -> str:
+    """The one sentence for a refused login, with the server's own words."""
+    said = f" (the server said: {text})" if text else ""
+    if code // 100 == 4:
+        return f"{code} the server cannot check logins right now{said}: try again later"
+    if "5.7.139" in text:  # Microsoft 365: SMTP AUTH disabled for the mailbox or tenant
+        return (f"{code} SMTP AUTH is turned off for this account{said}: turn on "
+                f"Authenticated SMTP for the mailbox in Microsoft 365, or log in with an "
+                f"OAuth2 token")
+    if code == 534 and "5.7.9" in text:  # Gmail: an app password is required
+        return f"{code} the account needs an app password{said}: create one and use it"
+    if token:
+        return (f"{code} authentication failed: check username/token; OAuth2 access tokens "
+                f"expire (often after an hour){said}")
     return (f"{code} authentication failed: check username/password; some providers need "
-            f"an app password")
-
-
-def token_refused(code: int) -> str:
-    return (f"{code} authentication failed: check username/token; OAuth2 access tokens "
-            f"expire (often after an hour)")
+            f"an app password{said}")
 
 
 # Replies.
@@ -205,6 +213,25 @@ def reply(code: int, text: str, tls: bool) -> str:
     return f"the server answered {code} {text}"
 
 
+def _refused(refusals: Iterable[tuple[str, int, str]]) -> str:
+    return ", ".join(f"{to} ({code} {text})" for to, code, text in refusals)
+
+
 def recipients_refused(refusals: Iterable[tuple[str, int, str]]) -> str:
-    listed = ", ".join(f"{to} ({code} {text})" for to, code, text in refusals)
-    return f"the server refused every recipient: {listed}"
+    return f"the server refused every recipient: {_refused(refusals)}"
+
+
+def partly_delivered(refusals: Iterable[tuple[str, int, str]], delivered: Iterable[str]) -> str:
+    return (f"the server refused {_refused(refusals)}; the copy went to {_join(delivered)} "
+            f"only")
+
+
+def maybe_delivered(where: str, what: str) -> str:
+    """The one sentence for a message sent whole whose answer never came."""
+    return (f"{where} {what}: the message may have been delivered all the same; check "
+            f"before sending it again")
+
+
+def injected_after_starttls(where: str) -> str:
+    return (f"{where} sent more lines right after agreeing to STARTTLS, before TLS began: "
+            f"something on the way may be tampering with the connection; not going on")

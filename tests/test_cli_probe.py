@@ -206,7 +206,8 @@ class ProbeEndToEnd(SharedDaemon, TestCase):
                                 "implicit", "--cafile", checked.cert_path, "--user", "bob",
                                 "--password-stdin", stdin="wrong\n")
         self.assertEqual(line, "mailsink send: 535 authentication failed: check "
-                               "username/password; some providers need an app password")
+                               "username/password; some providers need an app password (the "
+                               "server said: 5.7.8 Error: authentication failed)")
 
     def test_send_user_without_password(self) -> None:
         line = self.run_failing("send", self.target("smtp:submission"), "--cafile",

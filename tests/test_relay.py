@@ -333,12 +333,14 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
 
     def test_auth(self) -> None:
         anonymous = self.source(self.relay_to("smtp:auth"))
-        answer = self.relay_test(anonymous)
-        self.assertEqual(answer["status"], "ok")  # connecting needs no AUTH ...
+        answer = self.relay_test(anonymous)  # the test tries MAIL FROM, as sending would
+        self.assertEqual(answer["status"], "error")
+        self.assertRegex(answer["message"], r"^530 the server requires authentication: set "
+                                            r"\[relay\] username and password$")
         message_id = self.capture(anonymous)
         status, body = _http("POST", f"{self.base(anonymous)}/api/v1/message/{message_id}/"
                                      f"release", {"To": ["dest@example.com"]})
-        self.assertEqual(status, 400)  # ... sending does
+        self.assertEqual(status, 400)
         self.assertRegex(body.decode(), r"requires authentication: set \[relay\] username "
                                         r"and password$")
         wrong = self.source(self.relay_to("smtp:auth", username="relay", password="wrong"))
@@ -425,7 +427,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
                                                           "exit 3"))
         self.assertEqual(self.relay_test(failing),
                          {"status": "error", "message": "[relay] token_command failed (exit "
-                          "status 3): no refresh token: check the command"})
+                          "status 3): run it by hand to see why"})
 
     def test_pool_size_bounds_connections(self) -> None:
         source = self.source(self.relay_to("smtp:pool", tls="none", pool_size="2"))

@@ -212,7 +212,7 @@ class SessionTests(SynchronousTestCase):
 
     # Recipients and refusals.
 
-    def test_one_recipient_refused_named_in_reply(self) -> None:
+    def test_one_recipient_refused_fails_naming_both(self) -> None:
         session, sent = logged_in(), message("gone@example.net", "to@example.net")
         session.send(sent)
         session.server("250 2.1.0 ok")
@@ -220,8 +220,10 @@ class SessionTests(SynchronousTestCase):
                          b"RCPT TO:<to@example.net>\r\n")
         self.assertEqual(session.server("250 2.1.5 ok"), b"DATA\r\n")
         session.server("354 go ahead", "250 2.0.0 queued", "250 2.0.0 reset")
-        self.assertEqual(self.successResultOf(sent.sent),
-                         "250 2.0.0 queued; refused: gone@example.net")
+        error = self.failureResultOf(sent.sent, RelayError).value
+        self.assertEqual((error.refusals, error.delivered),
+                         ([("gone@example.net", 550, "5.1.1 no such user")],
+                          ["to@example.net"]))
 
     def test_every_recipient_refused(self) -> None:
         session, sent = logged_in(), message("gone@example.net", "to@example.net")
@@ -312,18 +314,20 @@ class DiagnoserTests(SynchronousTestCase):
     def test_auth_declined(self) -> None:
         self.assertEqual(self.sentence(AUTHDeclinedError(535, b"5.7.8 no")),
                          "535 authentication failed: check [relay] username and password; "
-                         "some providers need an app password")
+                         "some providers need an app password (the server said: 5.7.8 no)")
 
     def test_token_declined(self) -> None:
         self.assertEqual(self.sentence(AUTHDeclinedError(535, b"5.7.8 no"), token="t"),
                          "535 authentication failed: check [relay] username and token; "
-                         "OAuth2 access tokens expire (often after an hour)")
+                         "OAuth2 access tokens expire (often after an hour) (the server "
+                         "said: 5.7.8 no)")
 
     def test_token_command_declined(self) -> None:
         self.assertEqual(self.sentence(AUTHDeclinedError(535, b"5.7.8 no"),
                                        token_command="fetch-token"),
                          "535 authentication failed: check [relay] username and token; "
-                         "OAuth2 access tokens expire (often after an hour)")
+                         "OAuth2 access tokens expire (often after an hour) (the server "
+                         "said: 5.7.8 no)")
 
     def test_auth_only_after_starttls(self) -> None:
         self.assertEqual(self.sentence(AUTHRequiredError(502, b"x"), tls="none",

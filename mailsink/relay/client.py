@@ -8,48 +8,17 @@ C{passwordeval} does). Failures come out as L{Diagnosis} sentences.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 
 from mailsink.config import RelaySettings
 from mailsink.relay.connection import RelayConnection
 from mailsink.relay.diagnose import Diagnoser
 from mailsink.relay.tls import RelayTLS
-from mailsink.sentences import Diagnosis
-
-SHELL = "/bin/sh"
-TOKEN_LIMIT = 64 * 1024
-"""Output kept from token_command (access tokens are a few kB at most)."""
-
-
-class _TokenCommand(ProcessProtocol):
-    """C{token_command}'s output; C{ended} fires with its exit status."""
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.err: list[bytes] = []
-        self.ended: Deferred[int | None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        if sum(map(len, self.out)) < TOKEN_LIMIT:
-            self.out.append(data)
-
-    def errReceived(self, data: bytes) -> None:
-        if sum(map(len, self.err)) < TOKEN_LIMIT:
-            self.err.append(data)
-
-    def kill(self) -> None:
-        assert self.transport is not None
-        self.transport.signalProcess("KILL")
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(getattr(reason.value, "exitCode", None))
+from mailsink.relay.token import fetch_token
 
 
 class RelayClient:
@@ -77,22 +46,7 @@ class RelayClient:
         settings = self.settings
         if not settings.token_command:
             return (settings.token or settings.password).encode("utf-8")
-        command = _TokenCommand()
-        self.reactor.spawnProcess(command, SHELL, [SHELL, "-c", settings.token_command],
-                                  env=dict(os.environ))
-        timer = self.reactor.callLater(settings.timeout, command.kill)
-        status = yield command.ended
-        if timer.active():
-            timer.cancel()
-        else:
-            raise Diagnosis(f"[relay] token_command did not finish in {settings.timeout} s: "
-                            f"check the command")
-        token = b"".join(command.out).strip()
-        if status != 0 or not token:
-            said = b"".join(command.err).decode("utf-8", "replace").strip().splitlines()
-            raise Diagnosis(f"[relay] token_command failed (exit status {status}): "
-                            f"{said[-1] if said else 'it printed no token'}: check the "
-                            f"command")
+        token = yield fetch_token(self.reactor, settings.token_command, settings.timeout)
         return token
 
     @inlineCallbacks
@@ -122,6 +76,17 @@ class RelayClient:
 
     @inlineCallbacks
     def check(self) -> Any:
-        """Connect and log in as configured, then QUIT: no message."""
+        """
+        Connect and log in as configured, then MAIL FROM (the username when it is an
+        address, else the null sender) and RSET: a server that would refuse every message
+        (530 authentication required) fails the check. No message is sent.
+        """
         connection = yield self.connect(lambda _: None, lambda _: None)
+        username = self.settings.username
+        try:
+            yield connection.try_sender(username if "@" in username else "")
+        except Exception as error:
+            connection.quit()
+            diagnosis = yield self.diagnoser.diagnose(error)
+            raise diagnosis from None
         connection.quit()

@@ -27,6 +27,8 @@ from twisted.mail.smtp import (
     ESMTPClient,
     LOGINAuthenticator,
     SMTPClient,
+    SMTPTimeoutError,
+    quoteaddr,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -97,7 +99,8 @@ class RelayError(Exception):
 
     def __init__(self, error: BaseException, stage: str, tls: bool,
                  extensions: dict[bytes, bytes | None], *, before_mail: bool = False,
-                 refusals: Sequence[tuple[str, int, str]] = ()) -> None:
+                 after_data: bool = False, refusals: Sequence[tuple[str, int, str]] = (),
+                 delivered: Sequence[str] = ()) -> None:
         super().__init__(str(error))
         self.error = error
         self.stage = stage
@@ -107,8 +110,16 @@ class RelayError(Exception):
         """The server's last EHLO answer, C{{b"AUTH": b"PLAIN LOGIN", ...}}."""
         self.before_mail = before_mail
         """Lost before the server answered this message's MAIL FROM: safe to send again."""
+        self.after_data = after_data
+        """The whole message was sent but its answer never came: it may have arrived."""
         self.refusals = refusals
         """(recipient, code, text) for each refused recipient."""
+        self.delivered = delivered
+        """Recipients the server took the message for, when it refused others."""
+
+
+class InjectedAfterStartTLS(Exception):
+    """Lines arrived after the server's 220 to STARTTLS, before TLS began."""
 
 
 class DeliveryRefused(Exception):
@@ -153,6 +164,9 @@ class RelayConnection(ESMTPClient):
         self._outcome: tuple[Message, str | RelayError] | None = None
         """The last message's result, told once the connection is ready for the next."""
         self._answered_mail = False
+        self._data_sent = False
+        """The message's final dot went out: from here on it may be delivered."""
+        self._trial: Deferred[None] | None = None
         self._failed = False
 
     # Where the session is.
@@ -169,12 +183,19 @@ class RelayConnection(ESMTPClient):
         super().esmtpState_ehlo(code, resp)
 
     def esmtpState_starttls(self, code: int, resp: bytes) -> None:
+        if self.clearLineBuffer():
+            # Lines after the 220 arrived in plaintext: whoever sent them could make the
+            # client act on forged answers once TLS is up (RFC 3207 section 4.2).
+            self._fail(self._error(InjectedAfterStartTLS()))
+            self._abort()
+            return
         self._handshaking = True
         super().esmtpState_starttls(code, resp)
 
     def tryTLS(self, code: int, resp: bytes, items: dict[bytes, bytes | None]) -> None:
+        # EHLO keywords are case-insensitive (RFC 5321 2.4); Twisted looks for upper case.
         self.extensions = {name.upper(): value for name, value in items.items()}
-        super().tryTLS(code, resp, items)
+        super().tryTLS(code, resp, self.extensions)
 
     def _esmtpState_plainAuth(self, code: int, resp: bytes) -> None:
         # Twisted answers a refused AUTH PLAIN by trying its other form of PLAIN; ours has
@@ -189,18 +210,21 @@ class RelayConnection(ESMTPClient):
     def smtpState_from(self, code: int, resp: bytes) -> None:
         """The server waits for MAIL FROM: send the message given, or wait for one."""
         if self._message is not None:
-            self._answered_mail = False
+            self._answered_mail = self._data_sent = False
             super().smtpState_from(code, resp)
             return
         self.setTimeout(None)
-        self._expected = []
-        self._okresponse = self._failresponse = self._unexpected
+        self._park()
         if not self.ready.called:
             self.stage = "mail"
             self.ready.callback(self)
             return
-        self._tell_outcome()
         self.on_idle(self)
+        self._tell_outcome()
+
+    def _park(self) -> None:
+        self._expected = []
+        self._okresponse = self._failresponse = self._unexpected
 
     def _tell_outcome(self) -> None:
         """
@@ -222,16 +246,50 @@ class RelayConnection(ESMTPClient):
 
     def send(self, message: Message) -> Deferred[str]:
         """Send C{message} on this (parked) connection."""
+        if self.closed:
+            message.sent.errback(self._error(ConnectionDone(), before_mail=True))
+            return message.sent
         self._message = message
         self.setTimeout(self.timeout)
         self.smtpState_from(250, b"")
         return message.sent
 
+    def try_sender(self, sender: str) -> Deferred[None]:
+        """
+        (Parked.) MAIL FROM C{sender}, then RSET: whether the server would take mail on
+        this login, as C{relay/test} asks, without sending any.
+        """
+        tried: Deferred[None] = Deferred()
+        self._trial = tried
+
+        def accepted(code: int, resp: bytes) -> None:
+            self._expected = []  # whatever RSET gets, the answer to MAIL FROM stands
+            self._okresponse = self._failresponse = lambda code, resp: self._tried(None)
+            self.sendLine(b"RSET")
+
+        def refused(code: int, resp: bytes) -> None:
+            self._tried(self._error(DeliveryRefused(code, _text(resp))))
+
+        self._expected, self._okresponse, self._failresponse = [250], accepted, refused
+        self.setTimeout(self.timeout)
+        self.sendLine(b"MAIL FROM:" + quoteaddr(sender))
+        return tried
+
+    def _tried(self, error: RelayError | None) -> None:
+        tried, self._trial = self._trial, None
+        self.setTimeout(None)
+        self._park()
+        if tried is not None:
+            if error is None:
+                tried.callback(None)
+            else:
+                tried.errback(error)
+
     def quit(self) -> None:
-        """QUIT, then close."""
+        """QUIT, then close (dropped if the server does not answer in time)."""
         if not self.closed:
             self.closed = True
-            self.setTimeout(self.timeout)  # a server that never answers QUIT is dropped
+            self.setTimeout(self.timeout)
             self._disconnectFromServer()
 
     # ESMTPClient's questions.
@@ -252,37 +310,81 @@ class RelayConnection(ESMTPClient):
         self.resetTimeout()
         return chunk
 
+    def finishedFileTransfer(self, lastsent: bytes) -> None:
+        super().finishedFileTransfer(lastsent)
+        self._data_sent = True
+
+    def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        super().smtpState_msgSent(code, resp)  # tells sentMail, sends RSET
+        self._failresponse = self._reset_refused
+
+    def _reset_refused(self, code: int, resp: bytes) -> None:
+        """RSET refused (Twisted would send it again and again): this connection is done."""
+        self._tell_outcome()
+        self.quit()
+
     def sentMail(self, code: int, resp: bytes, numOk: int,
                  addresses: list[tuple[bytes, int, bytes]], log: object) -> None:
+        """
+        The message's result. Only a 2xx answer to the end of the data is a delivery:
+        Twisted also comes here after a refused MAIL FROM or DATA, with the previous
+        message's recipient count.
+        """
         message, self._message = self._message, None
         if message is None:
             return
-        text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+        text = _text(resp)
         refusals = [(_text(address), result, _text(reply))
                     for address, result, reply in addresses if result not in SUCCESS]
-        if code in SUCCESS and numOk:
-            answer = f"{code} {text}"
+        if self._data_sent and code in SUCCESS:
             if refusals:
-                answer += "; refused: " + ", ".join(address for address, _, _ in refusals)
-            self._outcome = (message, answer)
-        else:
-            self._outcome = (message, self._error(DeliveryRefused(code, text),
-                                                  refusals=refusals))
+                delivered = [_text(address) for address, result, _ in addresses
+                             if result in SUCCESS]
+                self._outcome = (message, self._error(DeliveryRefused(code, text),
+                                                      refusals=refusals, delivered=delivered))
+            else:
+                self._outcome = (message, f"{code} {text}")
+            return
+        # A 421 to MAIL FROM (a per-connection limit, say): nothing was taken, send again.
+        again = code == 421 and not self._answered_mail
+        self._outcome = (message, self._error(DeliveryRefused(code, text), refusals=refusals,
+                                              before_mail=again))
 
     # Failures.
 
     def _error(self, error: BaseException, **details: Any) -> RelayError:
         return RelayError(error, self._where(), self.tls, self.extensions, **details)
 
+    def _message_error(self, error: BaseException) -> RelayError:
+        """C{error} while a message is under way: was it sent, or may it be sent again?"""
+        return self._error(error, before_mail=not self._answered_mail,
+                           after_data=self._data_sent)
+
     def sendError(self, exc: BaseException) -> None:
-        self._fail(self._error(exc))
+        self._fail(self._message_error(exc))
         super().sendError(exc)
+
+    def timeoutConnection(self) -> None:
+        """Silence for C{timeout}: drop the connection at once (a TLS close would wait for
+        the silent server) and stop sending whatever was being sent."""
+        self._fail(self._message_error(SMTPTimeoutError(-1, b"timeout")))
+        self._abort()
+
+    def smtpState_disconnect(self, code: int, resp: bytes) -> None:
+        super().smtpState_disconnect(code, resp)
+        # A TLS close waits for the server's close_notify: not longer than the timeout.
+        self.setTimeout(self.timeout)
+
+    def _abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         SMTPClient.connectionLost(self, reason)
         self.closed = True
         error = reason.value if reason.value is not None else ConnectionDone()
-        self._fail(self._error(error, before_mail=not self._answered_mail))
+        self._fail(self._message_error(error))
         self.on_lost(self)
 
     def _fail(self, error: RelayError) -> None:
@@ -296,6 +398,8 @@ class RelayConnection(ESMTPClient):
         elif self._message is not None:
             message, self._message = self._message, None
             message.sent.errback(error)
+        elif self._trial is not None:
+            self._tried(error)
 
 
 def _text(value: bytes | str) -> str:

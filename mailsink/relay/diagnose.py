@@ -37,6 +37,7 @@ from mailsink.relay.connection import (
     PASSWORD_MECHANISMS,
     TOKEN_MECHANISMS,
     DeliveryRefused,
+    InjectedAfterStartTLS,
     RelayError,
 )
 from mailsink.relay.tls import RelayTLS
@@ -93,7 +94,7 @@ def speaks_tls(reactor: Any, host: str, port: int, timeout: float) -> Any:
     probe = _HandshakeProbe()
     try:
         yield connectProtocol(endpoint, probe)
-    except net.ConnectError:
+    except Exception:  # any failure to connect means: no TLS here
         return False
     later = reactor.callLater(timeout, probe.transport.abortConnection)  # type: ignore[union-attr]
     answer = yield probe.done
@@ -141,6 +142,14 @@ class Diagnoser:
         timeout = float(settings.timeout)
         if isinstance(error, Diagnosis):
             return str(error)
+        if isinstance(error, InjectedAfterStartTLS):
+            return sentences.injected_after_starttls(self.where)
+        if failure.after_data and isinstance(error, SMTPTimeoutError):
+            return sentences.maybe_delivered(
+                self.where, f"did not answer the end of the message in {timeout:g} s")
+        if failure.after_data and isinstance(error, net.ConnectionDone | net.ConnectionLost):
+            return sentences.maybe_delivered(
+                self.where, "closed the connection before answering the end of the message")
         if isinstance(error, SSL.Error):
             reason = _openssl_reason(error)
             if stage == "handshake" and settings.tls == "implicit" and \
@@ -163,6 +172,8 @@ class Diagnoser:
         if isinstance(error, SMTPClientError):
             return self._refusal(error, failure)
         if isinstance(error, DeliveryRefused):
+            if failure.delivered:
+                return sentences.partly_delivered(failure.refusals, failure.delivered)
             if failure.refusals and error.text == "No recipients accepted":
                 return sentences.recipients_refused(failure.refusals)
             return sentences.reply(error.code, error.text, failure.tls)
@@ -175,7 +186,7 @@ class Diagnoser:
         token = self._uses_token
         if isinstance(error, AUTHDeclinedError):
             code = error.code if error.code > 0 else 535
-            return sentences.token_refused(code) if token else sentences.auth_failed(code)
+            return sentences.auth_failed(code, text.replace("\n", " "), token=token)
         if isinstance(error, AUTHRequiredError):
             return self._no_mechanism(failure)
         if isinstance(error, TLSRequiredError):

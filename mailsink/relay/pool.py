@@ -74,6 +74,8 @@ class ConnectionPool:
         return reply
 
     def _dispatch(self, message: Message) -> None:
+        # One closing on its own (it was QUIT after an unexpected reply) waits to be lost.
+        self._idle = [connection for connection in self._idle if not connection.closed]
         if self._closing:
             message.sent.errback(Diagnosis("mailsink is stopping"))
         elif self._idle:

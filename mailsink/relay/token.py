@@ -1,0 +1,95 @@
+"""
+C{[relay] token_command}: a program that prints a fresh OAuth2 access token, run for every
+new relay connection (as msmtp's C{passwordeval} is).
+
+It runs with no input, in a process group of its own, so that when C{[relay] timeout}
+passes everything it started (a C{curl | jq} pipeline) is killed and the connection fails
+at once rather than waiting for the last pipe to close. What it writes to standard error
+stays out of the failure sentence: it may hold a client secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+from mailsink.sentences import Diagnosis
+
+SHELL = "/bin/sh"
+OUTPUT_LIMIT = 64 * 1024
+"""Output kept from the command (access tokens are a few kB at most)."""
+
+
+class _TokenCommand(ProcessProtocol):
+    """The command's standard output; C{done} fires with the token or a Diagnosis."""
+
+    def __init__(self, timeout: int) -> None:
+        self.timeout = timeout
+        self.out: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        if sum(map(len, self.out)) < OUTPUT_LIMIT:
+            self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        """Ignored: it may hold secrets, and the sentence says to run the command by hand."""
+
+    def expire(self) -> None:
+        """The timeout passed: kill the whole group and fail now."""
+        self._kill_group()
+        self._tell(Diagnosis(f"[relay] token_command did not finish in {self.timeout} s: "
+                             f"check the command"))
+
+    def processEnded(self, reason: Failure) -> None:
+        status = getattr(reason.value, "exitCode", None)
+        token = b"".join(self.out).strip()
+        if status != 0 or not token:
+            what = f"exit status {status}" if status != 0 else "it printed no token"
+            self._tell(Diagnosis(f"[relay] token_command failed ({what}): run it by hand to "
+                                 f"see why"))
+        else:
+            self._tell(token)
+        self._kill_group()  # anything it left running in the background
+
+    def _tell(self, result: bytes | Diagnosis) -> None:
+        if self.done.called:
+            return
+        if isinstance(result, Diagnosis):
+            self.done.errback(result)
+        else:
+            self.done.callback(result)
+
+    def _kill_group(self) -> None:
+        pid = getattr(self.transport, "pid", None)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def fetch_token(reactor: Any, command: str, timeout: int) -> Deferred[bytes]:
+    """Run C{command} with the shell; its standard output, stripped, is the token."""
+    process = _TokenCommand(timeout)
+    setsid = shutil.which("setsid")
+    # setsid(1) execs the shell as the leader of a new group whose id is its pid.
+    argv = [setsid, SHELL, "-c", command] if setsid else [SHELL, "-c", command]
+    reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
+    timer = reactor.callLater(timeout, process.expire)
+
+    def stop_timer(result: object) -> object:
+        if timer.active():
+            timer.cancel()
+        return result
+
+    return process.done.addBoth(stop_timer)
