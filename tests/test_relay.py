@@ -13,6 +13,7 @@ import re
 import shlex
 import smtplib
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -428,6 +429,18 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         self.assertEqual(self.relay_test(failing),
                          {"status": "error", "message": "[relay] token_command failed (exit "
                           "status 3): run it by hand to see why"})
+        # A pipeline that hangs: killed with all its processes at the timeout.
+        marker = f"{RELAY_TIMEOUT * 1000 + 7}"
+        hanging = self.source(self.relay_to("smtp:auth", username="relay",
+                                            token_command=f"sleep {marker} | cat"))
+        started = time.monotonic()
+        self.assertEqual(self.relay_test(hanging),
+                         {"status": "error", "message": f"[relay] token_command did not "
+                          f"finish in {RELAY_TIMEOUT} s: check the command"})
+        self.assertLess(time.monotonic() - started, RELAY_TIMEOUT + 5)
+        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True,
+                              text=True, check=False).stdout.split()
+        self.assertEqual(left, [])
 
     def test_pool_size_bounds_connections(self) -> None:
         source = self.source(self.relay_to("smtp:pool", tls="none", pool_size="2"))
