@@ -15,10 +15,11 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 
 from mailsink.config import RelaySettings
-from mailsink.relay.connection import RelayConnection
+from mailsink.relay.connection import DeliveryRefused, RelayConnection
 from mailsink.relay.diagnose import Diagnoser
 from mailsink.relay.tls import RelayTLS
 from mailsink.relay.token import fetch_token
+from mailsink.sentences import Diagnosis
 
 
 class RelayClient:
@@ -83,10 +84,15 @@ class RelayClient:
         """
         connection = yield self.connect(lambda _: None, lambda _: None)
         username = self.settings.username
+        sender = username if "@" in username else ""
         try:
-            yield connection.try_sender(username if "@" in username else "")
+            yield connection.try_sender(sender)
         except Exception as error:
             connection.quit()
             diagnosis = yield self.diagnoser.diagnose(error)
-            raise diagnosis from None
+            refusal = getattr(error, "error", None)
+            if not isinstance(refusal, DeliveryRefused) or refusal.code in (530, 538):
+                raise diagnosis from None  # not about the sender: the login, TLS, the line
+            raise Diagnosis(f"{diagnosis} (to the test's MAIL FROM:<{sender}>; a release "
+                            f"uses the message's own sender)") from None
         connection.quit()
