@@ -473,3 +473,18 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
                              {"status": "error", "message": f"{where} sent no greeting in "
                               f"{RELAY_TIMEOUT} s — the server may be overloaded, or "
                               f"something between holds the connection"})
+
+    def test_relay_test_names_its_own_sender(self) -> None:
+        """A server refusing the test's MAIL FROM (chaos here): the answer says whose it was."""
+        refusing = Daemon.for_test(self, {"mailsink": {"chaos": "true"},
+                                          "smtp": {"tls": "none"}, "web": {}})
+        status, _ = _http("PUT", f"http://127.0.0.1:{refusing.ports['web']}/api/v1/chaos",
+                          {"Sender": {"ErrorCode": 550, "Probability": 100}})
+        self.assertEqual(status, 200)
+        source = self.source({"host": "127.0.0.1", "port": str(refusing.ports["smtp"]),
+                              "tls": "none"})
+        answer = self.relay_test(source)
+        self.assertEqual(answer["status"], "error")
+        self.assertRegex(answer["message"], r"^the server answered 550 .* \(to the test's "
+                                            r"MAIL FROM:<>; a release uses the message's own "
+                                            r"sender\)$")
