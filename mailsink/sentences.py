@@ -232,6 +232,10 @@ def maybe_delivered(where: str, what: str) -> str:
             f"before sending it again")
 
 
+def early_reply(where: str, line: str) -> str:
+    return f"{where} answered before the whole message was sent ({line}): it was not delivered"
+
+
 def injected_after_starttls(where: str) -> str:
     return (f"{where} sent more lines right after agreeing to STARTTLS, before TLS began: "
             f"something on the way may be tampering with the connection; not going on")

@@ -158,6 +158,13 @@ def _http(method: str, url: str, body: Any = None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def _running(command_line: str) -> list[str]:
+    """Process ids whose command line holds C{command_line}."""
+    found = subprocess.run(["pgrep", "-f", command_line], capture_output=True, text=True,
+                           check=False, timeout=10)
+    return found.stdout.split()
+
+
 def _metric(text: str, name: str, listener: str | None = None) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -438,9 +445,14 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
                          {"status": "error", "message": f"[relay] token_command did not "
                           f"finish in {RELAY_TIMEOUT} s: check the command"})
         self.assertLess(time.monotonic() - started, RELAY_TIMEOUT + 5)
-        left = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True,
-                              text=True, check=False).stdout.split()
-        self.assertEqual(left, [])
+        self.assertEqual(_running(f"sleep {marker}"), [])
+        # What a successful command leaves running in the background goes with it.
+        lingering = f"{RELAY_TIMEOUT * 1000 + 8}"
+        background = self.source(self.relay_to(
+            "smtp:auth", username="relay",
+            token_command=f"sleep {lingering} >/dev/null 2>&1 & echo secret"))
+        self.assertEqual(self.relay_test(background)["status"], "ok")
+        self.assertEqual(_running(f"sleep {lingering}"), [])
 
     def test_pool_size_bounds_connections(self) -> None:
         source = self.source(self.relay_to("smtp:pool", tls="none", pool_size="2"))

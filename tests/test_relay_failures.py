@@ -11,12 +11,15 @@ from typing import Any
 from test_relay_units import SETTINGS, TIMEOUT, Session, TLSTransport, logged_in, message
 from twisted.internet import error as net
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsink import sentences
 from mailsink.relay.connection import (
     DeliveryRefused,
+    EarlyReply,
     InjectedAfterStartTLS,
+    Message,
     RelayError,
 )
 from mailsink.relay.diagnose import Diagnoser
@@ -52,11 +55,49 @@ class DeliveryTests(SynchronousTestCase):
         error = self.failureResultOf(sent.sent, RelayError).value
         self.assertTrue(error.before_mail)
 
-    def test_421_to_mail_from_may_be_resent(self) -> None:
+    def test_421_to_mail_from_may_be_resent_elsewhere(self) -> None:
         session, sent = logged_in(), message()
         session.send(sent)
-        session.server("421 4.7.0 too many messages on this connection", "250 2.0.0 reset")
+        written = session.server("421 4.7.0 too many messages on this connection")
+        self.assertEqual(written, b"RSET\r\nQUIT\r\n")
         self.assertTrue(self.failureResultOf(sent.sent, RelayError).value.before_mail)
+        self.assertTrue(session.connection.closed)
+
+    def test_garbage_while_parked_closes_the_connection(self) -> None:
+        session = logged_in()
+        session.server("Connection timed out")
+        self.assertTrue(session.connection.closed)
+        sent = message()
+        session.send(sent)
+        self.assertTrue(self.failureResultOf(sent.sent, RelayError).value.before_mail)
+
+    def test_answer_during_the_data_aborts(self) -> None:
+        transport = AbortingTransport()
+        session = Session(transport=transport)
+        session.ehlo("AUTH PLAIN")
+        session.server("235 2.7.0 accepted")
+        sent = Message("from@example.com", ["to@example.net"], b"x" * 65534 + b"\r\n")
+        session.send(sent)
+        session.server("250 2.1.0 ok", "250 2.1.5 ok")
+        session.connection.dataReceived(b"354 go ahead\r\n")  # the body starts streaming
+        session.connection.dataReceived(b"552 5.3.4 too big\r\n")
+        error = self.failureResultOf(sent.sent, RelayError).value
+        self.assertIsInstance(error.error, EarlyReply)
+        self.assertFalse(error.after_data)
+        self.assertTrue(transport.aborted)
+        self.assertNotIn(b"\r\n.\r\n", transport.value())
+
+    def test_lost_during_the_data_is_told_as_lost(self) -> None:
+        session, sent = logged_in(), Message("from@example.com", ["to@example.net"],
+                                             b"x" * 65534 + b"\r\n")
+        session.send(sent)
+        session.server("250 2.1.0 ok", "250 2.1.5 ok")
+        session.connection.dataReceived(b"354 go ahead\r\n")
+        session.transport.producer.stopProducing()  # what TCP does first when the link drops
+        session.connection.connectionLost(Failure(net.ConnectionLost()))
+        error = self.failureResultOf(sent.sent, RelayError).value
+        self.assertIsInstance(error.error, net.ConnectionLost)
+        self.assertFalse(error.after_data)
 
     def test_result_told_after_the_connection_is_back(self) -> None:
         session, sent = logged_in(), message()

@@ -27,6 +27,7 @@ from twisted.mail.smtp import (
     ESMTPClient,
     LOGINAuthenticator,
     SMTPClient,
+    SMTPClientError,
     SMTPTimeoutError,
     quoteaddr,
 )
@@ -122,6 +123,14 @@ class InjectedAfterStartTLS(Exception):
     """Lines arrived after the server's 220 to STARTTLS, before TLS began."""
 
 
+class EarlyReply(Exception):
+    """The server answered while the message was still being sent: it was not taken."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 class DeliveryRefused(Exception):
     """The server refused the message: C{code} and C{text} of the refusing reply."""
 
@@ -167,7 +176,7 @@ class RelayConnection(ESMTPClient):
         self._data_sent = False
         """The message's final dot went out: from here on it may be delivered."""
         self._trial: Deferred[None] | None = None
-        self._failed = False
+        self._sending_data = False
 
     # Where the session is.
 
@@ -310,13 +319,30 @@ class RelayConnection(ESMTPClient):
         self.resetTimeout()
         return chunk
 
+    def smtpState_data(self, code: int, resp: bytes) -> None:
+        self._sending_data = True
+        super().smtpState_data(code, resp)
+
     def finishedFileTransfer(self, lastsent: bytes) -> None:
+        self._sending_data = False
         super().finishedFileTransfer(lastsent)
         self._data_sent = True
+
+    def lineReceived(self, line: bytes) -> Any:
+        if self._sending_data:
+            # An answer before the final dot: whatever it says, the message was not taken
+            # whole; stop here rather than send the rest and misread the answers after.
+            self._fail(self._error(EarlyReply(_text(line))))
+            self._abort()
+            return None
+        return super().lineReceived(line)
 
     def smtpState_msgSent(self, code: int, resp: bytes) -> None:
         super().smtpState_msgSent(code, resp)  # tells sentMail, sends RSET
         self._failresponse = self._reset_refused
+        if code == 421:  # the server is closing this connection: no next message on it
+            self._tell_outcome()
+            self.quit()
 
     def _reset_refused(self, code: int, resp: bytes) -> None:
         """RSET refused (Twisted would send it again and again): this connection is done."""
@@ -361,7 +387,12 @@ class RelayConnection(ESMTPClient):
                            after_data=self._data_sent)
 
     def sendError(self, exc: BaseException) -> None:
+        if self._sending_data and not isinstance(exc, SMTPClientError):
+            return  # the lost connection stopped the data: connectionLost tells it
         self._fail(self._message_error(exc))
+        # Nothing more is sent or taken on this connection, whatever arrives.
+        self.closed = True
+        self._park()
         super().sendError(exc)
 
     def timeoutConnection(self) -> None:
@@ -388,17 +419,14 @@ class RelayConnection(ESMTPClient):
         self.on_lost(self)
 
     def _fail(self, error: RelayError) -> None:
-        """Fail whatever waits on this connection (once); a message's result still counts."""
+        """Fail whatever waits on this connection; a message's result still counts."""
         self._tell_outcome()
-        if self._failed:
-            return
-        self._failed = True
         if not self.ready.called:
             self.ready.errback(error)
-        elif self._message is not None:
+        if self._message is not None:
             message, self._message = self._message, None
             message.sent.errback(error)
-        elif self._trial is not None:
+        if self._trial is not None:
             self._tried(error)
 
 

@@ -37,6 +37,7 @@ from mailsink.relay.connection import (
     PASSWORD_MECHANISMS,
     TOKEN_MECHANISMS,
     DeliveryRefused,
+    EarlyReply,
     InjectedAfterStartTLS,
     RelayError,
 )
@@ -144,6 +145,8 @@ class Diagnoser:
             return str(error)
         if isinstance(error, InjectedAfterStartTLS):
             return sentences.injected_after_starttls(self.where)
+        if isinstance(error, EarlyReply):
+            return sentences.early_reply(self.where, error.line)
         if failure.after_data and isinstance(error, SMTPTimeoutError):
             return sentences.maybe_delivered(
                 self.where, f"did not answer the end of the message in {timeout:g} s")

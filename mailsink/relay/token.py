@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
+import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -23,6 +23,8 @@ from twisted.python.failure import Failure
 from mailsink.sentences import Diagnosis
 
 SHELL = "/bin/sh"
+_NEW_GROUP = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[1:])"
+"""Run by the interpreter: the shell becomes the leader of a new group, its id our pid."""
 OUTPUT_LIMIT = 64 * 1024
 """Output kept from the command (access tokens are a few kB at most)."""
 
@@ -34,9 +36,12 @@ class _TokenCommand(ProcessProtocol):
         self.timeout = timeout
         self.out: list[bytes] = []
         self.done: Deferred[bytes] = Deferred()
+        self.group: int | None = None
+        """The process group (the launcher's pid): Twisted forgets the pid once reaped."""
 
     def connectionMade(self) -> None:
         assert self.transport is not None
+        self.group = getattr(self.transport, "pid", None)
         self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
@@ -52,6 +57,10 @@ class _TokenCommand(ProcessProtocol):
         self._tell(Diagnosis(f"[relay] token_command did not finish in {self.timeout} s: "
                              f"check the command"))
 
+    def processExited(self, reason: Failure) -> None:
+        """The shell is done: whatever it left running in the background goes too."""
+        self._kill_group()
+
     def processEnded(self, reason: Failure) -> None:
         status = getattr(reason.value, "exitCode", None)
         token = b"".join(self.out).strip()
@@ -61,7 +70,6 @@ class _TokenCommand(ProcessProtocol):
                                  f"see why"))
         else:
             self._tell(token)
-        self._kill_group()  # anything it left running in the background
 
     def _tell(self, result: bytes | Diagnosis) -> None:
         if self.done.called:
@@ -72,18 +80,15 @@ class _TokenCommand(ProcessProtocol):
             self.done.callback(result)
 
     def _kill_group(self) -> None:
-        pid = getattr(self.transport, "pid", None)
-        if pid is not None:
+        if self.group is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+                os.killpg(self.group, signal.SIGKILL)
 
 
 def fetch_token(reactor: Any, command: str, timeout: int) -> Deferred[bytes]:
     """Run C{command} with the shell; its standard output, stripped, is the token."""
     process = _TokenCommand(timeout)
-    setsid = shutil.which("setsid")
-    # setsid(1) execs the shell as the leader of a new group whose id is its pid.
-    argv = [setsid, SHELL, "-c", command] if setsid else [SHELL, "-c", command]
+    argv = [sys.executable, "-c", _NEW_GROUP, SHELL, "-c", command]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
     timer = reactor.callLater(timeout, process.expire)
 
