@@ -177,6 +177,7 @@ class RelayConnection(ESMTPClient):
         """The message's final dot went out: from here on it may be delivered."""
         self._trial: Deferred[None] | None = None
         self._sending_data = False
+        self._lost = False
 
     # Where the session is.
 
@@ -325,6 +326,7 @@ class RelayConnection(ESMTPClient):
 
     def finishedFileTransfer(self, lastsent: bytes) -> None:
         self._sending_data = False
+        self._lost = False
         super().finishedFileTransfer(lastsent)
         self._data_sent = True
 
@@ -403,8 +405,9 @@ class RelayConnection(ESMTPClient):
 
     def smtpState_disconnect(self, code: int, resp: bytes) -> None:
         super().smtpState_disconnect(code, resp)
-        # A TLS close waits for the server's close_notify: not longer than the timeout.
-        self.setTimeout(self.timeout)
+        if not self._lost:
+            # A TLS close waits for the server's close_notify: not longer than the timeout.
+            self.setTimeout(self.timeout)
 
     def _abort(self) -> None:
         self.closed = True
@@ -413,7 +416,7 @@ class RelayConnection(ESMTPClient):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         SMTPClient.connectionLost(self, reason)
-        self.closed = True
+        self.closed = self._lost = True
         error = reason.value if reason.value is not None else ConnectionDone()
         self._fail(self._message_error(error))
         self.on_lost(self)
