@@ -306,6 +306,10 @@ class MessageIndex:
             for waiter in self._take(self._stop_waiters):
                 waiter.callback(None)
             return
+        if self._urgent and not self._backlog and not self._rescan_wanted:
+            # Under load new mail keeps coming: gather a bigger batch first.
+            self._kick_call = self._reactor.callLater(0.05, self._kick)
+            return
         self._kick()
 
     def _publish(self, events: list[tuple[str, Any]]) -> None:
