@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from test_relay_units import SETTINGS, TIMEOUT, Session, TLSTransport, logged_in, message
 from twisted.internet import error as net
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -194,3 +195,20 @@ class SentenceTests(SynchronousTestCase):
                          "relay.test:587 sent more lines right after agreeing to STARTTLS, "
                          "before TLS began: something on the way may be tampering with the "
                          "connection; not going on")
+
+    def test_closed_during_an_implicit_handshake_looks_for_plaintext(self) -> None:
+        """mailsink's own plaintext listeners drop a ClientHello at once: the client may see
+        the drop before the greeting, so the diagnosis looks again, in plaintext."""
+        reactor = MemoryReactorClock()
+        settings = attrs.evolve(SETTINGS, tls="implicit", port=465)
+        diagnosed = Diagnoser(settings, reactor).diagnose(
+            RelayError(net.ConnectionLost(), "handshake", False, {}))
+        ((_, port, factory, _, _),) = reactor.tcpClients
+        self.assertEqual(port, 465)
+        probe = factory.buildProtocol(None)
+        probe.makeConnection(StringTransport())
+        probe.dataReceived(b"220 relay.test ESMTP\r\n")
+        self.assertEqual(str(self.successResultOf(diagnosed)),
+                         "TLS handshake failed: the server closed the connection — the server "
+                         "speaks plaintext first: set [relay] tls = starttls")
+

@@ -69,39 +69,65 @@ def for_relay(sentence: str) -> str:
     return sentence
 
 
-@implementer(IHandshakeListener)
-class _HandshakeProbe(Protocol):
-    """Fires C{done} with whether a TLS handshake completed."""
+class _Probe(Protocol):
+    """A second look at the port: C{done} fires with yes or no, once."""
 
     def __init__(self) -> None:
         self.done: Deferred[bool] = Deferred()
 
-    def handshakeCompleted(self) -> None:
+    def answer(self, yes: bool) -> None:
         if not self.done.called:
-            self.done.callback(True)
-        assert self.transport is not None
-        self.transport.loseConnection()
+            self.done.callback(yes)
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
-        if not self.done.called:
-            self.done.callback(False)
+        self.answer(False)
+
+
+@implementer(IHandshakeListener)
+class _HandshakeProbe(_Probe):
+    """Yes once a TLS handshake completes."""
+
+    def handshakeCompleted(self) -> None:
+        self.answer(True)
+
+
+class _GreetingProbe(_Probe):
+    """Yes if the first line is an SMTP greeting (220) in plaintext."""
+
+    received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if b"\n" in self.received or len(self.received) > 512:
+            self.answer(self.received.startswith(b"220"))
 
 
 @inlineCallbacks
-def speaks_tls(reactor: Any, host: str, port: int, timeout: float) -> Any:
-    """Whether a TLS handshake (certificate not checked) completes at C{host:port}."""
-    endpoint = wrapClientTLS(RelayTLS(host, verify=False),
-                             HostnameEndpoint(reactor, host, port, timeout=timeout))
-    probe = _HandshakeProbe()
+def _look(reactor: Any, endpoint: Any, probe: _Probe, timeout: float) -> Any:
     try:
         yield connectProtocol(endpoint, probe)
-    except Exception:  # any failure to connect means: no TLS here
+    except Exception:  # any failure to connect means: no
         return False
     later = reactor.callLater(timeout, probe.transport.abortConnection)  # type: ignore[union-attr]
     answer = yield probe.done
     if later.active():
         later.cancel()
     return answer
+
+
+def speaks_tls(reactor: Any, host: str, port: int, timeout: float) -> Deferred[bool]:
+    """Whether a TLS handshake (certificate not checked) completes at C{host:port}."""
+    endpoint = wrapClientTLS(RelayTLS(host, verify=False),
+                             HostnameEndpoint(reactor, host, port, timeout=timeout))
+    return _look(reactor, endpoint, _HandshakeProbe(), timeout)
+
+
+def speaks_plaintext(reactor: Any, host: str, port: int, timeout: float) -> Deferred[bool]:
+    """Whether C{host:port} greets in plaintext (a first line starting with 220)."""
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    return _look(reactor, endpoint, _GreetingProbe(), timeout)
 
 
 class Diagnoser:
@@ -171,6 +197,13 @@ class Diagnoser:
                 return sentences.handshake_timeout(self.where, timeout)
             return sentences.stopped(self.where, timeout)
         if isinstance(error, net.ConnectionDone | net.ConnectionLost):
+            if stage == "handshake" and settings.tls == "implicit":
+                # A plaintext server may drop a ClientHello before the client reads its
+                # greeting (mailsink's own listeners do): look again, in plaintext.
+                plain = yield speaks_plaintext(self.reactor, settings.host, settings.port,
+                                               timeout)
+                if plain:
+                    return sentences.plaintext("the server closed the connection")
             return sentences.closed(self.where)
         if isinstance(error, SMTPClientError):
             return self._refusal(error, failure)
