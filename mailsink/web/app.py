@@ -8,34 +8,25 @@ off the reactor thread (C{run_blocking}); the index answers from its own thread.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import re
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
-from klein import Klein
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 from twisted.web.websocket import WebSocketResource
 
-from mailsink import __version__, index_codec, mime
-from mailsink.chaos import Chaos
-from mailsink.delivery import Envelope, trace_headers
-from mailsink.maildir import Maildir, StoreError
-from mailsink.messages import MessageView, Summary
-from mailsink.metrics import Metrics
-from mailsink.relay.pool import RelayService
-from mailsink.sentences import Diagnosis
-from mailsink.web.access import Access, Viewer
-from mailsink.web.compose import Composed, SendError, compose
+from mailsink import __version__, mime
+from mailsink.messages import MessageView
+from mailsink.web.access import Viewer
+from mailsink.web.actions import ActionRoutes
 from mailsink.web.events import EventHub, EventsWebSocket
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
+from mailsink.web.routing import NotFound, app, for_viewer
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -56,108 +47,17 @@ _PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
 _PART_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'"
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
-RunBlocking = Callable[[Callable[[], Any]], Deferred[Any]]
 
+class WebApp(ActionRoutes):
+    """Routes of the page and the API (see C{shared/mailpit-api.md}).
 
-class NotFound(Exception):
-    """No such message (or part) for this viewer."""
-
-
-def _for_viewer(route: Callable[..., Any]) -> Callable[..., Deferred[Any]]:
-    """Run C{route(self, request, viewer, ...)} once L{Access} knows who asks (else 401)."""
-
-    @functools.wraps(route)
-    @inlineCallbacks
-    def checked(self: WebApp, request: IRequest, *args: Any, **kwargs: Any) -> Any:
-        viewer = yield self.access.viewer(request)
-        if viewer is None:
-            return b"authentication required"
-        result = yield route(self, request, viewer, *args, **kwargs)
-        return result
-
-    return checked
-
-
-class WebApp:
-    """Routes of the page and the API (see C{shared/mailpit-api.md})."""
-
-    app = Klein()
-
-    def __init__(self, index: Any, access: Access, hub: EventHub, metrics: Metrics,
-                 run_blocking: RunBlocking, chaos: Chaos | None = None,
-                 maildir: Maildir | None = None,
-                 hostname: str = "localhost", listener: str = "web",
-                 max_message_size: int = 25 * 1024 * 1024,
-                 relay: RelayService | None = None) -> None:
-        self.index = index
-        self.access = access
-        self.hub = hub
-        self.metrics = metrics
-        self.run_blocking = run_blocking
-        self.chaos = chaos
-        """Fault injection, when C{[mailsink] chaos = true}; None otherwise."""
-        self.relay = relay
-        """The C{[relay]} server, when C{host} is set; None otherwise."""
-        self.maildir = maildir
-        """Where C{POST /api/v1/send} stores messages; None: sending is not available."""
-        self.hostname = hostname
-        self.listener = listener
-        self.max_message_size = max_message_size
+    The chaos, send and relay routes are inherited from L{ActionRoutes}, the collaborators
+    and shared helpers from L{mailsink.web.routing.Routes}; all are routes of one L{app}.
+    """
 
     def resource(self) -> Resource:
         """The root resource: every route, each response marked C{nosniff}."""
         return _SecurityHeaders(self.app.resource())
-
-    # Plumbing.
-
-    @app.handle_errors(BadRequest)
-    def _bad_request(self, request: IRequest, failure: Any) -> bytes:
-        request.setResponseCode(400)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return str(failure.value).encode("utf-8")
-
-    @app.handle_errors(NotFound)
-    def _not_found(self, request: IRequest, failure: Any) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"message not found"
-
-    def _json(self, request: IRequest, value: Any) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json; charset=utf-8")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(value).encode("utf-8")
-
-    def _ok(self, request: IRequest) -> bytes:
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        return b"ok"
-
-    @inlineCallbacks
-    def _summary(self, message_id: str, viewer: Viewer, request: IRequest) -> Any:
-        """The message named in the URL (C{latest}: the newest, or newest matching)."""
-        if message_id == "latest":
-            summary = yield self.index.latest(query_argument(request), viewer.mailboxes)
-        else:
-            summary = yield self.index.get(message_id, viewer.mailboxes)
-        if summary is None:
-            raise NotFound(message_id)
-        return summary
-
-    @inlineCallbacks
-    def _raw(self, summary: Summary, viewer: Viewer) -> Any:
-        path = yield self.index.path(summary.id, viewer.mailboxes)
-        if path is None:
-            raise NotFound(summary.id)
-        try:
-            raw = yield self.run_blocking(lambda: _read(path))
-        except FileNotFoundError:
-            raise NotFound(summary.id) from None
-        return raw
-
-    @inlineCallbacks
-    def _view(self, summary: Summary, viewer: Viewer) -> Any:
-        raw = yield self._raw(summary, viewer)
-        view = yield self.run_blocking(lambda: mime.view(raw))
-        return view
 
     # Health, metrics, page.
 
@@ -198,7 +98,7 @@ class WebApp:
     # Lists and search.
 
     @app.route("/api/v1/messages", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def list_messages(self, request: IRequest, viewer: Viewer) -> Any:
         start, limit = page_arguments(request)
@@ -206,7 +106,7 @@ class WebApp:
         return self._json(request, _page_json(page, start))
 
     @app.route("/api/v1/search", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def search(self, request: IRequest, viewer: Viewer) -> Any:
         start, limit = page_arguments(request)
@@ -217,7 +117,7 @@ class WebApp:
         return self._json(request, _page_json(page, start))
 
     @app.route("/api/v1/messages", methods=["PUT"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def set_read(self, request: IRequest, viewer: Viewer) -> Any:
         body = json_body(request, required=True)
@@ -231,7 +131,7 @@ class WebApp:
         return self._ok(request)
 
     @app.route("/api/v1/messages", methods=["DELETE"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def delete_messages(self, request: IRequest, viewer: Viewer) -> Any:
         ids = _ids(json_body(request, required=False))
@@ -240,7 +140,7 @@ class WebApp:
         return self._ok(request)
 
     @app.route("/api/v1/search", methods=["DELETE"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def delete_search(self, request: IRequest, viewer: Viewer) -> Any:
         query = query_argument(request)
@@ -253,7 +153,7 @@ class WebApp:
     # One message.
 
     @app.route("/api/v1/message/<string:message_id>", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def message(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
@@ -263,7 +163,7 @@ class WebApp:
         return self._json(request, view.to_json(summary))
 
     @app.route("/api/v1/message/<string:message_id>/headers", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def headers(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
@@ -271,7 +171,7 @@ class WebApp:
         return self._json(request, view.headers)
 
     @app.route("/api/v1/message/<string:message_id>/raw", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def raw(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
@@ -283,7 +183,7 @@ class WebApp:
         return raw
 
     @app.route("/api/v1/message/<string:message_id>/part/<string:part_id>", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def part(self, request: IRequest, viewer: Viewer, message_id: str, part_id: str) -> Any:
         summary = yield self._summary(message_id, viewer, request)
@@ -299,7 +199,7 @@ class WebApp:
         return payload
 
     @app.route("/view/<string:name>", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def body_view(self, request: IRequest, viewer: Viewer, name: str) -> Any:
         message_id, dot, kind = name.rpartition(".")
@@ -319,7 +219,7 @@ class WebApp:
     # About the server.
 
     @app.route("/api/v1/info", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     @inlineCallbacks
     def info(self, request: IRequest, viewer: Viewer) -> Any:
         stats = yield self.index.stats(viewer.mailboxes)
@@ -361,106 +261,15 @@ class WebApp:
             "HideDeleteAllButton": False,
         })
 
-    # Chaos (fault injection).
-
-    def _enabled_chaos(self) -> Chaos:
-        if self.chaos is None:
-            raise BadRequest("Chaos is not enabled")
-        return self.chaos
-
-    @app.route("/api/v1/chaos", methods=["GET"])
-    @_for_viewer
-    def get_chaos(self, request: IRequest, viewer: Viewer) -> bytes:
-        return self._json(request, self._enabled_chaos().to_json())
-
-    @app.route("/api/v1/chaos", methods=["PUT"])
-    @_for_viewer
-    def set_chaos(self, request: IRequest, viewer: Viewer) -> bytes:
-        chaos = self._enabled_chaos()
-        try:
-            chaos.set_triggers(json_body(request, required=False))
-        except ValueError as error:
-            raise BadRequest(str(error)) from None
-        return self._json(request, chaos.to_json())
-
-    # Sending (the message is stored here, as if received).
-
-    @app.route("/api/v1/send", methods=["POST"])
-    @_for_viewer
-    @inlineCallbacks
-    def send(self, request: IRequest, viewer: Viewer) -> Any:
-        maildir = self.maildir
-        if maildir is None:
-            return self._send_error(request, "sending is not available")
-        try:
-            body = _send_body(request, self.max_message_size)
-            composed: Composed = yield self.run_blocking(lambda: compose(
-                body, hostname=self.hostname, max_size=self.max_message_size))
-        except SendError as error:
-            return self._send_error(request, str(error))
-        address = request.getClientAddress()
-        envelope = Envelope(mail_from=composed.mail_from, recipients=composed.recipients,
-                            helo=None, client_address=getattr(address, "host", "unknown"),
-                            protocol="HTTP", user=viewer.user, listener=self.listener)
-        message = maildir.new_message()
-        message.write(trace_headers(envelope, self.hostname, message.name))
-        message.write(composed.message)
-        try:
-            name = yield message.finish()
-        except StoreError as error:
-            return self._send_error(request, f"the message could not be stored: {error}", 500)
-        self.metrics.received.labels(self.listener).inc()
-        self.metrics.received_bytes.labels(self.listener).inc(message.size)
-        return self._json(request, {"ID": index_codec.message_id(name)})
-
-    def _send_error(self, request: IRequest, text: str, code: int = 400) -> bytes:
-        request.setResponseCode(code)
-        return self._json(request, {"Error": text})
-
-    # Relaying (to the [relay] server).
-
-    def _relay(self) -> RelayService:
-        if self.relay is None:
-            raise BadRequest("relay is not configured: set [relay] host")
-        return self.relay
-
-    @app.route("/api/v1/message/<string:message_id>/release", methods=["POST"])
-    @_for_viewer
-    @inlineCallbacks
-    def release(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
-        relay = self._relay()
-        recipients = _release_recipients(json_body(request, required=True))
-        refusal = relay.policy.refusal(recipients)
-        if refusal is not None:
-            raise BadRequest(refusal)
-        summary = yield self._summary(message_id, viewer, request)
-        raw = yield self._raw(summary, viewer)
-        try:
-            yield relay.release(raw, recipients)
-        except Diagnosis as diagnosis:
-            raise BadRequest(str(diagnosis)) from None
-        return self._ok(request)
-
-    @app.route("/api/v1/relay/test", methods=["POST"])
-    @_for_viewer
-    @inlineCallbacks
-    def relay_test(self, request: IRequest, viewer: Viewer) -> Any:
-        relay = self._relay()
-        try:
-            yield relay.test()
-        except Diagnosis as diagnosis:
-            return self._json(request, {"status": "error", "message": str(diagnosis)})
-        return self._json(request, {"status": "ok", "message": "SMTP connection successful"})
-
     # Live updates.
 
     @app.route("/api/v1/events", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     def events(self, request: IRequest, viewer: Viewer) -> Any:
         return _EventStream(self.hub, viewer)
 
     @app.route("/api/events", methods=["GET"])
-    @_for_viewer
+    @for_viewer
     def events_websocket(self, request: IRequest, viewer: Viewer) -> Any:
         return WebSocketResource(cast(Any, _WebSocketFactory(self.hub, viewer)))
 
@@ -524,40 +333,6 @@ def _ids(body: dict[str, Any]) -> list[str] | None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise BadRequest("IDs must be a list of message IDs")
     return ids
-
-
-def _send_body(request: IRequest, max_size: int) -> Any:
-    """The JSON body of a send request; base64 makes it larger than the message."""
-    limit = max_size * 4 // 3 + 1024 * 1024
-    body = request.content.read(limit + 1) if request.content is not None else b""
-    if len(body) > limit:
-        raise SendError(f"the request is larger than {limit} bytes; messages may be at most "
-                        f"{max_size} bytes ([mailsink] max_message_size)")
-    content_type = (request.getHeader(b"Content-Type") or b"").split(b";")[0].strip().lower()
-    if content_type != b"application/json":
-        raise SendError("the body must be JSON (Content-Type: application/json)")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise SendError(f"the body is not valid JSON: {error}") from None
-
-
-def _release_recipients(body: dict[str, Any]) -> list[str]:
-    """The C{To} list of a release request: addresses, at least one."""
-    to = body.get("To")
-    if not isinstance(to, list) or not to or not all(
-            isinstance(address, str) and address.strip() for address in to):
-        raise BadRequest("To must be a list of one or more addresses")
-    addresses = [address.strip() for address in to]
-    for address in addresses:
-        if any(c in address for c in "\r\n<> ") or "@" not in address:
-            raise BadRequest(f"{address!r} is not an email address")
-    return addresses
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as stream:
-        return stream.read()
 
 
 def _resident_bytes() -> int:
