@@ -23,10 +23,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from mailsink.threads import RunBlocking
+
 log = Logger()
 
 T = TypeVar("T")
-RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 FLUSH_THRESHOLD = 256 * 1024
 """Buffered bytes that start a write to C{tmp/}; smaller messages are written once, whole."""

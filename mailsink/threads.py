@@ -15,6 +15,9 @@ from twisted.python.threadpool import ThreadPool
 
 T = TypeVar("T")
 
+RunBlocking = Callable[[Callable[[], Any]], Deferred[Any]]
+"""Runs a blocking call off the reactor (a pool's L{ThreadPoolService.run_blocking})."""
+
 
 class ThreadPoolService(Service):
     """Named worker threads; work given before start-up waits for it."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -29,10 +28,10 @@ from mailsink.auth.passwords import (
     verify_password,
 )
 from mailsink.config import ConfigError
+from mailsink.threads import RunBlocking
 
 log = Logger()
 
-RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
 Stamp = tuple[int, int, int, int]
 AvatarId = bytes | tuple[()]
 """What L{ICredentialsChecker.requestAvatarId} promises; mailsink's checkers give bytes."""

@@ -23,7 +23,6 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -31,7 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.mail.pop3 import IMailbox
 from zope.interface import implementer
 
-RunBlocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
+from mailsink.threads import RunBlocking
 
 _DELIVERY_TIME = re.compile(r"(\d+)\.M(\d+)")
 _UID_CHARS = re.compile(r"[\x21-\x7e]{1,70}")

@@ -24,11 +24,10 @@ from mailsink.maildir import Maildir
 from mailsink.messages import Summary
 from mailsink.metrics import Metrics
 from mailsink.relay.pool import RelayService
+from mailsink.threads import RunBlocking
 from mailsink.web.access import Access, Viewer
 from mailsink.web.events import EventHub
 from mailsink.web.requests import BadRequest, query_argument
-
-RunBlocking = Callable[[Callable[[], Any]], Deferred[Any]]
 
 app = Klein()
 """Every route and error handler, whichever module defines it."""
