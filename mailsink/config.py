@@ -156,6 +156,11 @@ class RelaySettings:
     auto_relay: bool
     auto_relay_match: str
 
+    @property
+    def uses_token(self) -> bool:
+        """Log in with XOAUTH2 (a token, or a command printing one), not a password."""
+        return bool(self.token or self.token_command)
+
 
 @attrs.frozen
 class Listener:

@@ -30,16 +30,10 @@ class RelayClient:
         self.reactor = reactor
         self.identity = identity
         self.diagnoser = Diagnoser(settings, reactor)
-        self.opened = 0
-        """Connections opened so far (pooling shows as fewer openings than messages)."""
 
     @property
     def where(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
-
-    @property
-    def uses_token(self) -> bool:
-        return bool(self.settings.token or self.settings.token_command)
 
     @inlineCallbacks
     def secret(self) -> Any:
@@ -63,12 +57,11 @@ class RelayClient:
             endpoint = wrapClientTLS(tls, endpoint)
         connection = RelayConnection(
             identity=self.identity, username=settings.username, secret=secret,
-            token=self.uses_token, starttls=tls if settings.tls == "starttls" else None,
+            token=settings.uses_token, starttls=tls if settings.tls == "starttls" else None,
             implicit=settings.tls == "implicit", timeout=float(settings.timeout),
             on_idle=on_idle, on_lost=on_lost)
         try:
             yield connectProtocol(endpoint, connection)
-            self.opened += 1
             yield connection.ready
         except Exception as error:
             diagnosis = yield self.diagnoser.diagnose(error, tls)

@@ -137,7 +137,6 @@ class Diagnoser:
         self.settings = settings
         self.reactor = reactor
         self.where = f"{settings.host}:{settings.port}"
-        self._uses_token = bool(settings.token or settings.token_command)
 
     @inlineCallbacks
     def diagnose(self, failure: BaseException, tls: RelayTLS | None = None) -> Any:
@@ -219,7 +218,7 @@ class Diagnoser:
         """An error Twisted's client raised on a reply (or on what the server offers)."""
         text = error.resp.decode("utf-8", "replace") if isinstance(error.resp, bytes) \
             else str(error.resp)
-        token = self._uses_token
+        token = self.settings.uses_token
         if isinstance(error, AUTHDeclinedError):
             code = error.code if error.code > 0 else 535
             return sentences.auth_failed(code, text.replace("\n", " "), token=token)
@@ -241,7 +240,7 @@ class Diagnoser:
 
     def _no_mechanism(self, failure: RelayError) -> str:
         extensions = failure.extensions
-        if not (self.settings.password or self._uses_token):
+        if not (self.settings.password or self.settings.uses_token):
             return f"{self.where} needs a password for [relay] username " \
                    f"{self.settings.username}: set [relay] password (or token)"
         offered = (extensions.get(b"AUTH") or b"").decode("ascii", "replace").upper().split()
@@ -249,7 +248,7 @@ class Diagnoser:
             if not failure.tls and b"STARTTLS" in extensions:
                 return sentences.auth_only_after_starttls(self.where)
             return sentences.no_auth(self.where, failure.tls)
-        spoken = TOKEN_MECHANISMS if self._uses_token else PASSWORD_MECHANISMS
+        spoken = TOKEN_MECHANISMS if self.settings.uses_token else PASSWORD_MECHANISMS
         return sentences.no_common_mechanism(self.where, offered, spoken)
 
 
