@@ -57,21 +57,18 @@ class ConnectionPool:
     def send(self, sender: str, recipients: Sequence[str], wire: bytes) -> Any:
         """The server's reply to the data, or a L{Diagnosis}."""
         reused = bool(self._idle) or self._open >= self.size
-        message = Message(sender, list(recipients), wire)
-        self._dispatch(message)
-        try:
-            reply = yield message.sent
-        except RelayError as error:
-            if not (reused and error.before_mail) or self._closing:
-                raise (yield self.client.diagnoser.diagnose(error)) from None
-            # The reused connection was gone before MAIL FROM was answered: once more.
+        for again in (False, True):
             message = Message(sender, list(recipients), wire)
             self._dispatch(message)
             try:
                 reply = yield message.sent
-            except RelayError as again:
-                raise (yield self.client.diagnoser.diagnose(again)) from None
-        return reply
+            except RelayError as error:
+                # Once more only if a reused connection was gone before MAIL FROM was
+                # answered (or said 421): nothing was taken.
+                if again or not (reused and error.before_mail) or self._closing:
+                    raise (yield self.client.diagnoser.diagnose(error)) from None
+            else:
+                return reply
 
     def _dispatch(self, message: Message) -> None:
         # One closing on its own (it was QUIT after an unexpected reply) waits to be lost.
