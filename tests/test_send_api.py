@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -178,6 +178,9 @@ class ComposeTests(TestCase):
 
 class NoIndex:
     is_ready = True
+
+    def caught_up(self) -> Deferred[None]:
+        return succeed(None)
 
 
 class SendRouteTests(TestCase):

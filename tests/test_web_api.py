@@ -44,6 +44,9 @@ class FakeIndex:
         self.summaries[summary.id] = summary
         self.paths[summary.id] = path
 
+    def caught_up(self) -> Deferred[None]:
+        return succeed(None)
+
     def _visible(self, mailboxes: Any) -> list[Summary]:
         found = [s for s in self.summaries.values()
                  if mailboxes is None or s.mailbox in mailboxes]

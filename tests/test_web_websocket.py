@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
@@ -59,7 +59,7 @@ class WebSocketTests(TestCase):
     @inlineCallbacks
     def test_events_arrive_in_mailpit_shape(self) -> Any:
         hub = EventHub(Clock())
-        web = WebApp(object(), Access(False, None, "none", ()), hub, Metrics(), None)
+        web = WebApp(_SettledIndex(), Access(False, None, "none", ()), hub, Metrics(), None)
         port = reactor.listenTCP(0, Site(web.resource()), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         listener = Listener()
@@ -77,3 +77,11 @@ class WebSocketTests(TestCase):
         message = yield arriving
         self.assertEqual(json.loads(message), {"Type": "delete",
                                                "Data": {"IDs": ["1.M1P1Q1.host"]}})
+
+
+class _SettledIndex:
+    """An index with nothing waiting to be indexed (events come from the hub here)."""
+
+    def caught_up(self) -> Deferred[None]:
+        return succeed(None)
+

@@ -46,6 +46,7 @@ def for_viewer(route: Callable[..., Any]) -> Callable[..., Deferred[Any]]:
         viewer = yield self.access.viewer(request)
         if viewer is None:
             return b"authentication required"
+        yield self.index.caught_up()  # what was delivered before the request is in it
         result = yield route(self, request, viewer, *args, **kwargs)
         return result
 
