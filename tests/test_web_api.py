@@ -289,12 +289,19 @@ class ChangeTests(WebTestCase):
         self.assertTrue(self.index.summaries[two].read)
         self.request("PUT", "/api/v1/messages", headers=JSON, data=json.dumps({"Read": False}))
         self.assertFalse(self.index.summaries[one].read or self.index.summaries[two].read)
+        # As Mailpit: an empty IDs list means all, and Read defaults to false.
+        self.request("PUT", "/api/v1/messages", headers=JSON,
+                     data=json.dumps({"IDs": [], "Read": True}))
+        self.assertTrue(self.index.summaries[one].read and self.index.summaries[two].read)
+        self.request("PUT", "/api/v1/messages", headers=JSON, data=json.dumps({"IDs": [one]}))
+        self.assertEqual((self.index.summaries[one].read, self.index.summaries[two].read),
+                         (False, True))
 
     def test_state_changes_need_json(self) -> None:
         one = self.store(message_bytes("alpha"))
         for headers, data in (({"Content-Type": ["application/x-www-form-urlencoded"]},
                                "IDs=x&Read=true"), (JSON, "not json"), (JSON, "[1]"),
-                              (JSON, json.dumps({"IDs": [one]})),
+                              (JSON, json.dumps({"IDs": [one], "Read": "yes"})),
                               (JSON, json.dumps({"IDs": "x", "Read": True}))):
             response, body = self.request("PUT", "/api/v1/messages", headers=headers,
                                           data=data)

@@ -121,10 +121,10 @@ class WebApp(ActionRoutes):
     @inlineCallbacks
     def set_read(self, request: IRequest, viewer: Viewer) -> Any:
         body = json_body(request, required=True)
-        read = body.get("Read")
+        read = body.get("Read", False)  # Mailpit's default
         if not isinstance(read, bool):
             raise BadRequest("Read must be true or false")
-        ids, search = _ids(body), body.get("Search") or None
+        ids, search = _ids(body) or None, body.get("Search") or None  # neither: all
         if search is not None and not isinstance(search, str):
             raise BadRequest("Search must be a string")
         yield self.index.set_read(ids, read, search, viewer.mailboxes)
