@@ -99,6 +99,15 @@ _LISTENER_SCHEMA: dict[str, dict[str, tuple[Parser, str | None]]] = {
     },
 }
 
+_DEFAULT_LISTEN = {
+    "smtp": "tcp:1025:interface=127.0.0.1",
+    "pop3": "tcp:1110:interface=127.0.0.1",
+    "imap": "tcp:1143:interface=127.0.0.1",
+    "web": "tcp:8025:interface=127.0.0.1",
+}
+"""C{listen} of a plain C{[smtp]}, C{[pop3]}, C{[imap]} or C{[web]} that names none (loopback
+only); a C{[PROTOCOL:NAME]} section must name its own."""
+
 _SECTION_NAME = re.compile(r"(smtp|pop3|imap|web)(?::([A-Za-z0-9_-]+))?")
 
 
@@ -326,7 +335,10 @@ def _section(
 
 def _listener(name: str, given: Mapping[str, str]) -> Listener:
     protocol = name.split(":", 1)[0]
-    fields = _section(name, given, _LISTENER_SCHEMA[protocol])
+    schema = _LISTENER_SCHEMA[protocol]
+    if name == protocol:
+        schema = {**schema, "listen": (values.parse_endpoints, _DEFAULT_LISTEN[protocol])}
+    fields = _section(name, given, schema)
     return Listener(section=name, protocol=protocol, endpoints=fields.pop("listen"), **fields)
 
 

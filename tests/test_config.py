@@ -453,10 +453,15 @@ class ListenTests(ConfigTestCase):
         self.assertEqual(self.listener(config, "smtp:submission").auth, "optional")
 
     def test_missingListen(self) -> None:
-        error = self.assertConfigError(MINIMAL + "[pop3]\ntls = starttls\n", "pop3", "listen")
+        """A plain section listens where interface.md says; a named one must say where."""
+        config = parse(MINIMAL + "[pop3]\ntls = starttls\n[web]\n")
+        self.assertEqual(self.listener(config, "pop3").endpoints,
+                         ("tcp:1110:interface=127.0.0.1",))
+        self.assertEqual(self.listener(config, "web").endpoints,
+                         ("tcp:8025:interface=127.0.0.1",))
+        error = self.assertConfigError(MINIMAL + "[smtp:submission]\ntls = starttls-required\n",
+                                       "smtp:submission", "listen")
         self.assertIn("missing", str(error))
-        self.assertConfigError(MINIMAL + "[smtp:submission]\ntls = starttls-required\n",
-                               "smtp:submission", "listen")
 
     def test_noListenerEnabled(self) -> None:
         self.assertConfigError("", "smtp", "listen")
