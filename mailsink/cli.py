@@ -1,7 +1,7 @@
 """
-The C{mailsink} console script: one argparse sub-command per task (C{passwd}, C{check} and
-C{send} now; C{ls} and C{show} later), each a function taking the parsed arguments and
-returning an exit status. Errors are one line on standard error: status 2 for usage, 1 for
+The C{mailsink} console script: one argparse sub-command per task (C{passwd}, C{check},
+C{send}, C{ls}, C{show}), each a function taking the parsed arguments and returning an exit
+status. Errors are one line on standard error: status 2 for usage, 1 for
 failures. Passwords are never printed, echoed or taken from the command line.
 """
 
@@ -15,11 +15,13 @@ import re
 import ssl
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from mailsink import probe, send
+from mailsink import probe, send, store_view
 from mailsink.auth.passwords import hash_bcrypt
+from mailsink.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 
 class UsageError(Exception):
@@ -53,7 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="4..31", help="bcrypt cost (default 12)")
     passwd.set_defaults(run=run_passwd)
     add_probe_commands(commands)
+    add_store_commands(commands)
     return parser
+
+
+def add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """C{ls} and C{show}: the store from a terminal (see L{mailsink.store_view})."""
+    ls = commands.add_parser(
+        "ls", help="list the captured messages, newest first",
+        description="List the messages in the Maildir, newest first: ID (as the web view "
+                    "and the API give it), received time, N for unread, mailbox, sender and "
+                    "subject. The Maildir comes from the INI (-c) or is given directly.")
+    where = ls.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="INI", help=f"the INI file (default "
+                       f"{DEFAULT_CONFIG_PATH} when no MAILDIR is given)")
+    where.add_argument("maildir", metavar="MAILDIR", nargs="?", help="the Maildir folder")
+    ls.set_defaults(run=run_ls)
+    show = commands.add_parser(
+        "show", help="print one captured message as stored",
+        description="Print message ID (as ls, the web view and the API give it) as stored.")
+    show.add_argument("id", metavar="ID", help="the message ID")
+    where = show.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="INI", help=f"the INI file (default "
+                       f"{DEFAULT_CONFIG_PATH} when no --maildir is given)")
+    where.add_argument("--maildir", metavar="DIR", help="the Maildir folder")
+    show.set_defaults(run=run_show)
 
 
 def _add_tls_options(command: argparse.ArgumentParser) -> None:
@@ -296,3 +322,44 @@ def run_send(arguments: argparse.Namespace) -> int:
         raise CommandFailed(str(e)) from None
     print(f"sent to {host}:{port}: {reply}")
     return 0
+
+
+def _maildir(arguments: argparse.Namespace) -> str:
+    """The Maildir given directly, or the one the INI names."""
+    if arguments.maildir:
+        return str(arguments.maildir)
+    try:
+        return load_config(arguments.config or DEFAULT_CONFIG_PATH).mailsink.maildir
+    except ConfigError as e:
+        raise CommandFailed(str(e)) from None
+
+
+def run_ls(arguments: argparse.Namespace) -> int:
+    """C{mailsink ls [-c INI | MAILDIR]}: one line a message, newest first."""
+    root = _maildir(arguments)
+    if not os.path.isdir(root):
+        raise CommandFailed(f"{root} is not a folder: give the Maildir or -c INI")
+    for item in store_view.listing(root):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.received))
+        mailbox = f"[{item.mailbox}] " if item.mailbox else ""
+        print(f"{item.id}  {when}  {' ' if item.read else 'N'}  {mailbox}{item.sender or '-'}  "
+              f"{item.subject}")
+    return 0
+
+
+def run_show(arguments: argparse.Namespace) -> int:
+    """C{mailsink show ID [-c INI | --maildir DIR]}: the message's bytes, as stored."""
+    root = _maildir(arguments)
+    path = store_view.find(root, arguments.id)
+    if path is None:
+        raise CommandFailed(f"no message {arguments.id} in {root}")
+    try:
+        with open(path, "rb") as stream:
+            sys.stdout.flush()
+            for chunk in iter(lambda: stream.read(1 << 16), b""):
+                sys.stdout.buffer.write(chunk)
+    except OSError as e:
+        raise CommandFailed(f"cannot read {path}: {e.strerror}") from None
+    sys.stdout.buffer.flush()
+    return 0
+
