@@ -338,7 +338,8 @@ def run_ls(arguments: argparse.Namespace) -> int:
     """C{mailsink ls [-c INI | MAILDIR]}: one line a message, newest first."""
     root = _maildir(arguments)
     if not os.path.isdir(root):
-        raise CommandFailed(f"{root} is not a folder: give the Maildir or -c INI")
+        raise CommandFailed(f"{root} is not a folder: has mailsink stored anything yet? "
+                            f"(or give the Maildir, or -c INI)")
     for item in store_view.listing(root):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.received))
         mailbox = f"[{item.mailbox}] " if item.mailbox else ""
