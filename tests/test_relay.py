@@ -388,7 +388,8 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
                                      f"release", {"To": ["dest@example.com"]})
         self.assertEqual((status, body), (400, b"relay is not configured: set [relay] host"))
         status, body = _http("POST", self.base(source) + "/api/v1/relay/test")
-        self.assertEqual((status, body), (400, b"relay is not configured: set [relay] host"))
+        self.assertEqual((status, json.loads(body)), (200, {
+            "status": "error", "message": "relay is not configured: set [relay] host"}))
         _, body = _http("GET", self.base(source) + "/api/v1/webui")
         self.assertFalse(json.loads(body)["MessageRelay"]["Enabled"])
 

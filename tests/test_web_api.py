@@ -332,6 +332,9 @@ class AccessTests(WebTestCase):
         return {"Authorization": [f"Basic {token}"]}
 
     def test_basic_auth_required(self) -> None:
+        for path in ("/api/v1/messages", "/api/v1/webui"):
+            response, _ = self.request("GET", path)
+            self.assertEqual(response.code, 401, path)
         response, _ = self.request("GET", "/api/v1/messages")
         self.assertEqual(response.code, 401)
         self.assertEqual(response.headers.getRawHeaders("WWW-Authenticate"),

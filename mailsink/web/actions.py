@@ -114,7 +114,10 @@ class ActionRoutes(Routes):
     @for_viewer
     @inlineCallbacks
     def relay_test(self, request: IRequest, viewer: Viewer) -> Any:
-        relay = self._relay()
+        if self.relay is None:  # answered in the route's own shape, as every failure is
+            return self._json(request, {"status": "error",
+                                        "message": "relay is not configured: set [relay] host"})
+        relay = self.relay
         try:
             yield relay.test()
         except Diagnosis as diagnosis:

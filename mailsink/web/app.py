@@ -244,7 +244,8 @@ class WebApp(ActionRoutes):
         })
 
     @app.route("/api/v1/webui", methods=["GET"])
-    def webui(self, request: IRequest) -> bytes:
+    @for_viewer
+    def webui(self, request: IRequest, viewer: Viewer) -> bytes:
         return self._json(request, {
             "Label": "",
             "MessageRelay": {"Enabled": self.relay is not None,
