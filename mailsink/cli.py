@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mailsink import probe, send, store_view
 from mailsink.auth.passwords import hash_bcrypt
@@ -66,20 +66,22 @@ def add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         description="List the messages in the Maildir, newest first: ID (as the web view "
                     "and the API give it), received time, N for unread, mailbox, sender and "
                     "subject. The Maildir comes from the INI (-c) or is given directly.")
-    where = ls.add_mutually_exclusive_group()
-    where.add_argument("-c", "--config", metavar="INI", help=f"the INI file (default "
-                       f"{DEFAULT_CONFIG_PATH} when no MAILDIR is given)")
-    where.add_argument("maildir", metavar="MAILDIR", nargs="?", help="the Maildir folder")
+    _add_store_location(ls, "maildir", metavar="MAILDIR", nargs="?")
     ls.set_defaults(run=run_ls)
     show = commands.add_parser(
         "show", help="print one captured message as stored",
         description="Print message ID (as ls, the web view and the API give it) as stored.")
     show.add_argument("id", metavar="ID", help="the message ID")
-    where = show.add_mutually_exclusive_group()
-    where.add_argument("-c", "--config", metavar="INI", help=f"the INI file (default "
-                       f"{DEFAULT_CONFIG_PATH} when no --maildir is given)")
-    where.add_argument("--maildir", metavar="DIR", help="the Maildir folder")
+    _add_store_location(show, "--maildir", metavar="DIR")
     show.set_defaults(run=run_show)
+
+
+def _add_store_location(command: argparse.ArgumentParser, maildir: str, **how: Any) -> None:
+    """-c INI, or the Maildir itself (C{maildir}: a positional or an option name)."""
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="INI", help=f"the INI file (default "
+                       f"{DEFAULT_CONFIG_PATH} when no Maildir is given)")
+    where.add_argument(maildir, help="the Maildir folder", **how)
 
 
 def _add_tls_options(command: argparse.ArgumentParser) -> None:
