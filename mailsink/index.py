@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from mailsink.index_catchup import CatchUp
 from mailsink.index_codec import Changes, Loc, Page, Parsed, Stats
 from mailsink.index_db import IndexStore
 from mailsink.index_watch import Watcher
@@ -93,11 +94,8 @@ class MessageIndex:
         self._initial = True
         self._kick_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
-        self._unsettled: set[Loc] = set()
-        """Delivered (L{added}) and not yet through an indexing step."""
+        self._catch_up = CatchUp(self._clock)
         self._in_step: list[Loc] = []
-        self._catch_up_waiters: list[tuple[set[Loc], Deferred[None]]] = []
-        self._catch_up_timers: dict[Deferred[None], IDelayedCall] = {}
         self._ready_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
         self._ticks = 0
@@ -140,9 +138,7 @@ class MessageIndex:
     def stop(self) -> Any:
         """Stop watching, let the running step finish, close the database, stop threads."""
         self._stopping = True
-        for _, caught in self._catch_up_waiters:
-            self._caught(caught)
-        self._catch_up_waiters = []
+        self._catch_up.release_all()
         if self._rescan_loop.running:
             self._rescan_loop.stop()
         if self._prune_loop is not None and self._prune_loop.running:
@@ -176,7 +172,7 @@ class MessageIndex:
         """The store delivered C{path} into C{mailbox}'s C{new/}: index it soon (cheap)."""
         loc = (mailbox, os.path.basename(os.path.dirname(path)), os.path.basename(path))
         self._urgent[loc] = None
-        self._unsettled.add(loc)
+        self._catch_up.announce(loc)
         self._kick_soon()
 
     def caught_up(self, timeout: float = CATCH_UP_TIMEOUT) -> Deferred[None]:
@@ -185,22 +181,12 @@ class MessageIndex:
         an API client that sent a message and then asks for it finds it, as with Mailpit,
         which stores before it answers.
         """
-        waiting = set(self._unsettled)
-        if not waiting or self._stopping:
+        caught = None if self._stopping else self._catch_up.wait(timeout)
+        if caught is None:
             return succeed(None)
-        caught: Deferred[None] = Deferred()
-        self._catch_up_waiters.append((waiting, caught))
-        self._catch_up_timers[caught] = self._clock.callLater(timeout, self._caught, caught)
         if not self._busy:
             self._kick()
         return caught
-
-    def _caught(self, caught: Deferred[None]) -> None:
-        timer = self._catch_up_timers.pop(caught, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        if not caught.called:
-            caught.callback(None)
 
     def delivered(self, path: str) -> None:
         """
@@ -337,32 +323,18 @@ class MessageIndex:
 
     def _step_done(self, _: object) -> None:
         self._busy = False
-        self._settle(self._in_step)
+        self._catch_up.settle(self._in_step)
         self._in_step = []
         if self._stopping:
             for waiter in self._take(self._stop_waiters):
                 waiter.callback(None)
             return
         if self._urgent and not self._backlog and not self._rescan_wanted \
-                and not self._catch_up_waiters:
+                and not self._catch_up.waiting:
             # Under load new mail keeps coming: gather a bigger batch first.
             self._kick_call = self._reactor.callLater(0.05, self._kick)
             return
         self._kick()
-
-    def _settle(self, indexed: list[Loc]) -> None:
-        """Messages through a step: answer the L{caught_up} waiters they were holding."""
-        self._unsettled.difference_update(indexed)
-        still = []
-        for waiting, caught in self._catch_up_waiters:
-            waiting.intersection_update(self._unsettled)
-            if waiting and not caught.called:
-                still.append((waiting, caught))
-            elif caught.called:
-                self._catch_up_timers.pop(caught, None)
-            else:
-                self._caught(caught)
-        self._catch_up_waiters = still
 
     def _publish(self, events: list[tuple[str, Any]]) -> None:
         for kind, payload in events:
