@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -46,6 +47,20 @@ _TCP_PORT = re.compile(r"^tcp:(?:port=)?(\d+)")
 HTTP = "http"
 """The readiness mode of C{[web]} listeners: C{GET /readyz} must answer 200."""
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_json(method: str, url: str, body: Any = None,
+              timeout: float = 30.0) -> tuple[int, bytes]:
+    """C{method url} with C{body} as JSON (no proxy): the status and the answer's bytes."""
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with _DIRECT.open(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 """HTTP to the daemon on loopback, never through a proxy from the environment."""
 
 Sections = Mapping[str, Mapping[str, str]]

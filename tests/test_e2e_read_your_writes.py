@@ -9,27 +9,17 @@ from __future__ import annotations
 import json
 import smtplib
 import unittest
-import urllib.error
-import urllib.request
 from email.message import EmailMessage
 from typing import Any, ClassVar
 
-from daemon import SharedDaemon
+from daemon import SharedDaemon, http_json
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ROUNDS = 20
 
 
 def _http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with _DIRECT.open(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+    status, answer = http_json(method, url, body)
+    return status, json.loads(answer) if status == 200 else answer
 
 
 class ReadYourWritesTests(SharedDaemon, unittest.TestCase):

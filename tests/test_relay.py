@@ -18,17 +18,15 @@ import sys
 import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from daemon import Daemon, SharedDaemon, free_port
+from daemon import Daemon, SharedDaemon, free_port, http_json
 
 from mailsink.relay.diagnose import for_relay
 from mailsink.relay.policy import (
@@ -38,8 +36,6 @@ from mailsink.relay.policy import (
     strip_for_release,
 )
 
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-HTTP_TIMEOUT = 30.0
 RELAY_TIMEOUT = 3
 """[relay] timeout in the end-to-end tests: each diagnosis must come within it."""
 
@@ -146,18 +142,6 @@ def _other_name_certificate(folder: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-def _http(method: str, url: str, body: Any = None) -> tuple[int, bytes]:
-    data = None if body is None else json.dumps(body).encode("utf-8")
-    request = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with _DIRECT.open(request, timeout=HTTP_TIMEOUT) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def _running(command_line: str) -> list[str]:
     """Process ids whose command line holds C{command_line}."""
     found = subprocess.run(["pgrep", "-f", command_line], capture_output=True, text=True,
@@ -231,7 +215,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
             client.send_message(message, to_addrs=[to, bcc])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            status, body = _http("GET", self.base(daemon) + "/api/v1/messages")
+            status, body = http_json("GET", self.base(daemon) + "/api/v1/messages")
             messages = json.loads(body)["messages"] if status == 200 else []
             if messages:
                 return str(messages[0]["ID"])
@@ -240,14 +224,14 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
 
     def relay_test(self, daemon: Daemon) -> dict[str, str]:
         started = time.monotonic()
-        status, body = _http("POST", self.base(daemon) + "/api/v1/relay/test")
+        status, body = http_json("POST", self.base(daemon) + "/api/v1/relay/test")
         self.assertEqual(status, 200, body)
         self.assertLess(time.monotonic() - started, RELAY_TIMEOUT * 3 + 5)
         answer: dict[str, str] = json.loads(body)
         return answer
 
     def target_metrics(self) -> str:
-        status, body = _http("GET", f"http://127.0.0.1:{self.daemon.ports['web']}/metrics")
+        status, body = http_json("GET", f"http://127.0.0.1:{self.daemon.ports['web']}/metrics")
         self.assertEqual(status, 200)
         return body.decode("utf-8")
 
@@ -265,7 +249,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         """Capture a message in C{source}, release it; the copy the target stored."""
         before = self.daemon.new_files()
         message_id = self.capture(source)
-        status, body = _http("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
+        status, body = http_json("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
                                      f"release", {"To": ["dest@example.com"]})
         self.assertEqual((status, body), (200, b"ok"))
         return self.daemon.read_new(self.wait_target_files(before, 1)[0])
@@ -276,11 +260,11 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         source = self.source(self.relay_to("smtp", pool_size="2"))
         message_id = self.capture(source)
         raw_url = f"{self.base(source)}/api/v1/message/{message_id}/raw"
-        _, original = _http("GET", raw_url)
+        _, original = http_json("GET", raw_url)
         handshakes = _metric(self.target_metrics(), "mailsink_tls_handshakes_total")
         before = self.daemon.new_files()
         for _ in range(3):
-            status, body = _http("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
+            status, body = http_json("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
                                          f"release", {"To": ["dest@example.com"]})
             self.assertEqual((status, body), (200, b"ok"))
         names = self.wait_target_files(before, 3)
@@ -299,14 +283,14 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         self.assertEqual(_metric(metrics, "mailsink_tls_handshakes_total") - handshakes, 1)
         self.assertEqual(_metric(metrics, "mailsink_connections", "smtp"), 1)
         # The stored original is untouched.
-        self.assertEqual(_http("GET", raw_url)[1], original)
+        self.assertEqual(http_json("GET", raw_url)[1], original)
 
     def test_relay_test_ok_and_webui(self) -> None:
         source = self.source(self.relay_to("smtp:smtps", tls="implicit",
                                            allowed_recipients="@example\\.com$"))
         self.assertEqual(self.relay_test(source),
                          {"status": "ok", "message": "SMTP connection successful"})
-        _, body = _http("GET", self.base(source) + "/api/v1/webui")
+        _, body = http_json("GET", self.base(source) + "/api/v1/webui")
         relay = json.loads(body)["MessageRelay"]
         self.assertEqual((relay["Enabled"], relay["SMTPServer"], relay["AllowedRecipients"],
                           relay["BlockedRecipients"]),
@@ -346,7 +330,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         self.assertRegex(answer["message"], r"^530 the server requires authentication: set "
                                             r"\[relay\] username and password$")
         message_id = self.capture(anonymous)
-        status, body = _http("POST", f"{self.base(anonymous)}/api/v1/message/{message_id}/"
+        status, body = http_json("POST", f"{self.base(anonymous)}/api/v1/message/{message_id}/"
                                      f"release", {"To": ["dest@example.com"]})
         self.assertEqual(status, 400)
         self.assertRegex(body.decode(), r"requires authentication: set \[relay\] username "
@@ -367,30 +351,30 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
                               "blocked_recipients": "^ceo@"})
         message_id = self.capture(source)
         raw_url = f"{self.base(source)}/api/v1/message/{message_id}/raw"
-        _, original = _http("GET", raw_url)
+        _, original = http_json("GET", raw_url)
         release = f"{self.base(source)}/api/v1/message/{message_id}/release"
-        status, body = _http("POST", release, {"To": ["dest@example.com"]})
+        status, body = http_json("POST", release, {"To": ["dest@example.com"]})
         self.assertEqual(status, 400)
         self.assertEqual(body.decode(), f"127.0.0.1:{port} refused the connection — nothing "
                                         f"listens on that port: check [relay] host and port")
-        status, body = _http("POST", release, {"To": ["ceo@example.com"]})
+        status, body = http_json("POST", release, {"To": ["ceo@example.com"]})
         self.assertEqual((status, body.decode()), (400, "ceo@example.com is blocked by "
                                                         "[relay] blocked_recipients (^ceo@)"))
-        status, _ = _http("POST", release, {"To": "dest@example.com"})
+        status, _ = http_json("POST", release, {"To": "dest@example.com"})
         self.assertEqual(status, 400)
-        self.assertEqual(_http("GET", raw_url), (200, original))
+        self.assertEqual(http_json("GET", raw_url), (200, original))
         self.assertEqual(self.relay_test(source)["status"], "error")
 
     def test_relay_off(self) -> None:
         source = self.source(None)
         message_id = self.capture(source)
-        status, body = _http("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
+        status, body = http_json("POST", f"{self.base(source)}/api/v1/message/{message_id}/"
                                      f"release", {"To": ["dest@example.com"]})
         self.assertEqual((status, body), (400, b"relay is not configured: set [relay] host"))
-        status, body = _http("POST", self.base(source) + "/api/v1/relay/test")
+        status, body = http_json("POST", self.base(source) + "/api/v1/relay/test")
         self.assertEqual((status, json.loads(body)), (200, {
             "status": "error", "message": "relay is not configured: set [relay] host"}))
-        _, body = _http("GET", self.base(source) + "/api/v1/webui")
+        _, body = http_json("GET", self.base(source) + "/api/v1/webui")
         self.assertFalse(json.loads(body)["MessageRelay"]["Enabled"])
 
     def test_auto_relay(self) -> None:
@@ -462,7 +446,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         release = f"{self.base(source)}/api/v1/message/{message_id}/release"
         with ThreadPoolExecutor(6) as workers:
             answers = list(workers.map(
-                lambda n: _http("POST", release, {"To": [f"dest{n}@example.com"]}), range(6)))
+                lambda n: http_json("POST", release, {"To": [f"dest{n}@example.com"]}), range(6)))
         self.assertEqual(answers, [(200, b"ok")] * 6)
         self.wait_target_files(before, 6)
         # Six at once through a pool of two: at most two connections, kept open.
@@ -491,7 +475,7 @@ class RelayEndToEndTests(SharedDaemon, unittest.TestCase):
         """A server refusing the test's MAIL FROM (chaos here): the answer says whose it was."""
         refusing = Daemon.for_test(self, {"mailsink": {"chaos": "true"},
                                           "smtp": {"tls": "none"}, "web": {}})
-        status, _ = _http("PUT", f"http://127.0.0.1:{refusing.ports['web']}/api/v1/chaos",
+        status, _ = http_json("PUT", f"http://127.0.0.1:{refusing.ports['web']}/api/v1/chaos",
                           {"Sender": {"ErrorCode": 550, "Probability": 100}})
         self.assertEqual(status, 200)
         source = self.source({"host": "127.0.0.1", "port": str(refusing.ports["smtp"]),
