@@ -89,6 +89,7 @@ _LISTENER_SCHEMA: dict[str, dict[str, tuple[Parser, str | None]]] = {
         "listen": (values.parse_endpoints, None),
         "tls": _TLS,
         "auth": (values.parse_choice(("none", "optional", "required")), "optional"),
+        "long_lines": (values.parse_choice(("accept", "refuse")), "accept"),
     },
     "pop3": {"listen": (values.parse_endpoints, None), "tls": _TLS},
     "imap": {"listen": (values.parse_endpoints, None), "tls": _TLS},
@@ -180,6 +181,8 @@ class Listener:
     endpoints: tuple[str, ...]
     tls: str = "none"
     auth: str = "none"
+    long_lines: str = "accept"
+    """SMTP: store lines over 998 octets (C{accept}) or answer 500 5.5.2 (C{refuse})."""
     webhook_url: str = ""
 
     @property
@@ -338,8 +341,22 @@ def _listener(name: str, given: Mapping[str, str]) -> Listener:
     schema = _LISTENER_SCHEMA[protocol]
     if name == protocol:
         schema = {**schema, "listen": (values.parse_endpoints, _DEFAULT_LISTEN[protocol])}
+    if "tls" in schema and "tls" not in given and _all_ssl_endpoints(given.get("listen", "")):
+        schema = {**schema, "tls": (schema["tls"][0], "implicit")}
     fields = _section(name, given, schema)
     return Listener(section=name, protocol=protocol, endpoints=fields.pop("listen"), **fields)
+
+
+def _all_ssl_endpoints(listen: str) -> bool:
+    """
+    C{ssl:} endpoints are implicit TLS, so they make it the listener's default C{tls} (mixed
+    with C{tcp:} ones the intent is unclear, and L{_check_policies} asks).
+    """
+    try:
+        endpoints = values.parse_endpoints(listen)
+    except ValueError:
+        return False  # reported with the section's other keys
+    return bool(endpoints) and all(e.startswith("ssl:") for e in endpoints)
 
 
 def _resolve(base: str, path: str) -> str:

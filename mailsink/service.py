@@ -106,6 +106,7 @@ def build_service(config: Config, reactor: Any) -> IService:
             max_recipients=config.mailsink.max_recipients,
             auth=listener.auth,
             allow_insecure=config.auth.allow_insecure,
+            long_lines=listener.long_lines,
             hints=_hints(listener, smtp),
             chaos=chaos,
         )

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from mailsink.smtp.body import DataDecoder
+from mailsink.smtp.body import LONG_LINE_FLUSH, MAX_LINE, DataDecoder
 
 
 def stuff(lines: list[bytes]) -> bytes:
@@ -15,8 +15,8 @@ def stuff(lines: list[bytes]) -> bytes:
                     for line in lines) + b".\r\n"
 
 
-def decode(wire: bytes, sizes: list[int], max_line: int = 998) -> tuple[bytes, bytes | None,
-                                                                         DataDecoder]:
+def decode(wire: bytes, sizes: list[int], max_line: int | None = MAX_LINE
+           ) -> tuple[bytes, bytes | None, DataDecoder]:
     decoder = DataDecoder(max_line)
     message = b""
     position = 0
@@ -36,6 +36,9 @@ def decode(wire: bytes, sizes: list[int], max_line: int = 998) -> tuple[bytes, b
 
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+long_line_text = st.integers(LONG_LINE_FLUSH - 3, LONG_LINE_FLUSH + 3).map(
+    lambda n: b"." * (n % 3) + b"z" * n)
+"""Lines around the size at which an unfinished line is passed on, some dot-stuffed."""
 
 
 class DecoderTests(TestCase):
@@ -78,12 +81,45 @@ class DecoderTests(TestCase):
             self.assertEqual(rest, b"Q")
 
     def test_unterminated_long_line_keeps_memory_bounded(self) -> None:
-        decoder = DataDecoder()
+        decoder = DataDecoder(MAX_LINE)
         for _ in range(1000):
             decoder.feed(b"y" * 4096)
         self.assertTrue(decoder.line_too_long)
         self.assertLess(len(decoder._pending) + len(decoder._tail), 10)
         self.assertEqual(decoder.feed(b"\r\n.\r\nX").rest, b"X")
+
+    def test_long_lines_accepted_by_default(self) -> None:
+        """Without max_line, lines of any length pass through byte for byte."""
+        long = b"h" * (3 * LONG_LINE_FLUSH + 5)
+        lines = [b"X-Long: " + long, b"", b"." + long, b"short", b".." + long + b"\r", b"end"]
+        for sizes in ([], [4096] * 60, [LONG_LINE_FLUSH + 1] * 10, [1] * 40 + [70000] * 10):
+            message, rest, decoder = decode(stuff(lines) + b"QUIT\r\n", sizes, max_line=None)
+            self.assertEqual(message, b"".join(line + b"\n" for line in lines))
+            self.assertEqual(rest, b"QUIT\r\n")
+            self.assertFalse(decoder.line_too_long)
+
+    def test_unterminated_long_line_passed_on_in_pieces(self) -> None:
+        """A 20 MB line without a break is never held: what is kept stays under the flush size."""
+        decoder = DataDecoder()
+        out = 0
+        for n in range(5000):
+            chunk = decoder.feed(b"." + b"y" * 4095 if n == 0 else b"y" * 4095 + b"\r")
+            out += len(chunk.message)
+            self.assertLessEqual(len(decoder._pending), LONG_LINE_FLUSH + 4096)
+        chunk = decoder.feed(b"\r\n.\r\nX")
+        out += len(chunk.message)
+        self.assertEqual(chunk.rest, b"X")
+        # Every byte fed (bare CRs are data), less the stuffing dot, plus the line's LF.
+        self.assertEqual(out, 5000 * 4096 - 1 + 1)
+
+    @settings(max_examples=40, deadline=None)
+    @given(lines=st.lists(st.one_of(line_text, long_line_text), max_size=6),
+           size=st.integers(min_value=1, max_value=LONG_LINE_FLUSH * 2))
+    def test_any_long_lines_any_chunking(self, lines: list[bytes], size: int) -> None:
+        wire = stuff(lines) + b"after"
+        message, rest, _ = decode(wire, [size] * (len(wire) // size + 1), max_line=None)
+        self.assertEqual(message, b"".join(line + b"\n" for line in lines))
+        self.assertEqual(rest, b"after")
 
     def test_skip_drops_the_rest(self) -> None:
         decoder = DataDecoder()

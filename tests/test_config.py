@@ -487,6 +487,20 @@ class ListenTests(ConfigTestCase):
         self.assertConfigError("[smtp]\nlisten = tcp:1025\n  ssl:1465:privateKey=k.pem\n",
                                "smtp", "tls")
 
+    def test_sslEndpointIsImplicitByDefault(self) -> None:
+        """interface.md: an C{ssl:} endpoint string is implicit TLS; C{tls} need not say so."""
+        config = parse(MINIMAL + "[smtp:smtps]\nlisten = ssl:1465:privateKey=k.pem\n"
+                       "[imap:imaps]\nlisten = ssl:1993:privateKey=k.pem\n")
+        self.assertEqual([x.tls for x in config.listeners[1:]], ["implicit", "implicit"])
+        environment = parse(MINIMAL, {"MAILSINK_POP3_S_LISTEN": "ssl:1995:privateKey=k.pem"})
+        self.assertEqual(environment.listeners[-1].tls, "implicit")
+
+    def test_longLines(self) -> None:
+        config = parse(MINIMAL + "[smtp:strict]\nlisten = tcp:2525\nlong_lines = refuse\n")
+        self.assertEqual([x.long_lines for x in config.listeners], ["accept", "refuse"])
+        self.assertConfigError(MINIMAL + "[smtp:x]\nlisten = tcp:2\nlong_lines = fold\n",
+                               "smtp:x", "long_lines")
+
     def test_sslEndpointWithImplicit(self) -> None:
         config = parse("[smtp]\nlisten = ssl:1465:privateKey=k.pem\ntls = implicit\n")
         self.assertEqual(config.listeners[0].endpoints, ("ssl:1465:privateKey=k.pem",))
@@ -701,7 +715,8 @@ class EnvironmentTests(ConfigTestCase):
     def test_policyCheckedAfterEnvironment(self) -> None:
         self.assertConfigError("[smtp]\nlisten = tcp:1025\nauth = required\n", "smtp", "auth",
                                {"MAILSINK_SMTP_TLS": "none"})
-        self.assertConfigError(MINIMAL, "smtp", "tls", {"MAILSINK_SMTP_LISTEN": "ssl:465"})
+        self.assertConfigError(MINIMAL + "tls = starttls\n", "smtp", "tls",
+                               {"MAILSINK_SMTP_LISTEN": "ssl:465"})
 
     def test_credentials(self) -> None:
         config = parse(environ={"MAILSINK_AUTH": "user1:pass1 user2:pass2"})

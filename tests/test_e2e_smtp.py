@@ -361,10 +361,10 @@ class SMTPClientTests(StoreChecks, SharedDaemon, TestCase):
 class BadInputTests(StoreChecks, SharedDaemon, TestCase):
     """Limits and attacks: the reply, nothing stored, and the session (or daemon) goes on."""
 
-    daemon_sections = LISTENERS
+    daemon_sections = {**LISTENERS, "smtp:strict": {"tls": "starttls", "long_lines": "refuse"}}
 
-    def smtp(self) -> smtplib.SMTP:
-        client = smtplib.SMTP("127.0.0.1", self.daemon.ports["smtp"], local_hostname=HELO,
+    def smtp(self, section: str = "smtp") -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", self.daemon.ports[section], local_hostname=HELO,
                               timeout=CLIENT_TIMEOUT)
         self.addCleanup(client.close)
         client.ehlo()
@@ -421,8 +421,8 @@ class BadInputTests(StoreChecks, SharedDaemon, TestCase):
                            recipients=["r0@example.com", "r1@example.com", "r2@example.com"],
                            message=message)
 
-    def test_line_too_long(self) -> None:
-        client = self.smtp()
+    def test_line_too_long_with_long_lines_refuse(self) -> None:
+        client = self.smtp("smtp:strict")
         before = self.daemon.new_files()
         self.assertEqual(client.mail("sender@example.com"), (250, b"2.1.0 Ok"))
         self.assertEqual(client.rcpt("rcpt@example.com"), (250, b"2.1.5 Ok"))

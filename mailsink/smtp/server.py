@@ -33,7 +33,7 @@ from mailsink.maildir import IncomingMessage
 from mailsink.metrics import Metrics
 from mailsink.pipelining import PipelinedInput
 from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
-from mailsink.smtp.body import DataDecoder
+from mailsink.smtp.body import MAX_LINE, DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
 from mailsink.smtp.diagnostics import (
     ListenerHints,
@@ -63,6 +63,9 @@ class SMTPSettings:
     allow_insecure: bool = False
     """Offer AUTH without TLS too."""
     idle_timeout: int = 300
+    long_lines: str = "accept"
+    """C{accept} stores lines over 998 octets as production servers do; C{refuse} answers
+    RFC 5321's 500 5.5.2 and stores nothing."""
     hints: ListenerHints = attrs.field(
         default=attrs.Factory(lambda self: ListenerHints(self.listener), takes_self=True))
     """Which listeners serve the other TLS modes, for the 465-vs-587 warnings."""
@@ -289,7 +292,7 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             raise Reply(501, "5.5.4 Syntax: DATA")
         self._message = self.delivery.open_message(
             self._envelope(), self.settings.hostname, self.transport)
-        self._decoder = DataDecoder()
+        self._decoder = DataDecoder(MAX_LINE if self.settings.long_lines == "refuse" else None)
         self.reply(354, "End data with <CR><LF>.<CR><LF>")
 
     def _envelope(self) -> Envelope:
