@@ -87,10 +87,12 @@ class ProtocolTestCase(TestCase):
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
     def connect(self, tls_mode: str | None = None, max_connections: int = 10,
-                transport: StringTransport | None = None) -> tuple[Any, StringTransport]:
+                transport: StringTransport | None = None,
+                long_lines: str = "accept") -> tuple[Any, StringTransport]:
         settings = SMTPSettings(
             hostname="sink.test", listener="smtp", tls_mode=tls_mode or self.tls_mode,
-            max_message_size=self.max_message_size, max_recipients=self.max_recipients)
+            max_message_size=self.max_message_size, max_recipients=self.max_recipients,
+            long_lines=long_lines)
         self.factory = getattr(self, "factory", None) or SMTPFactory(
             settings, build_portal(self.maildir), object(), self.clock, max_connections)
         protocol = self.factory.buildProtocol(None)
@@ -274,7 +276,7 @@ class LimitTests(ProtocolTestCase):
 
     def test_long_line_in_data_is_refused_without_falling_into_command_mode(self) -> None:
         """Twisted fell back to command mode, running the rest of the body as commands."""
-        protocol, transport = self.connect()
+        protocol, transport = self.connect(long_lines="refuse")
         self.converse(protocol, transport, TRANSACTION)
         lines = self.converse(protocol, transport, b"a" * 999 + b"\r\nQUIT\r\nmore\r\n.\r\n")
         self.assertEqual(len(lines), 1)
@@ -283,8 +285,16 @@ class LimitTests(ProtocolTestCase):
         self.assertEqual((self.stored(), self.tmp_files()), ([], []))
         self.assertEqual(self.converse(protocol, transport, b"NOOP\r\n"), ["250 2.0.0 Ok"])
 
-    def test_longest_allowed_line(self) -> None:
+    def test_long_line_in_data_is_stored_by_default(self) -> None:
         protocol, transport = self.connect()
+        self.converse(protocol, transport, TRANSACTION)
+        lines = self.converse(protocol, transport, b"a" * 999 + b"\r\nQUIT\r\nmore\r\n.\r\n")
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].startswith("250 2.0.0"), lines)
+        self.assertEqual(len(self.stored()), 1)
+
+    def test_longest_allowed_line(self) -> None:
+        protocol, transport = self.connect(long_lines="refuse")
         self.converse(protocol, transport, TRANSACTION)
         lines = self.converse(protocol, transport, b"a" * 998 + b"\r\n.\r\n")
         self.assertTrue(lines[-1].startswith("250 2.0.0"), lines)
