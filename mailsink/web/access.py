@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from weakref import WeakKeyDictionary
 
 import attrs
 from twisted.cred.checkers import ICredentialsChecker
@@ -30,7 +31,11 @@ class Viewer:
 
 
 class Access:
-    """Decides the L{Viewer} of each request, or that the request must authenticate."""
+    """Admits each request as a L{Viewer}, or answers that it must authenticate.
+
+    L{mailsink.web.guard.Guard} admits every request before a route runs; routes then ask
+    L{viewer} who it is, so credentials are checked once per request.
+    """
 
     def __init__(self, required: bool, checker: ICredentialsChecker | None,
                  isolation: str, admins: Sequence[str]) -> None:
@@ -38,31 +43,40 @@ class Access:
         self.checker = checker
         self.isolation = isolation
         self.admins = frozenset(admins)
+        self._viewers: WeakKeyDictionary[IRequest, Viewer] = WeakKeyDictionary()
 
-    def viewer(self, request: IRequest) -> Deferred[Viewer | None]:
-        """The viewer, or None after answering 401 on C{request}."""
+    def admit(self, request: IRequest) -> Deferred[bool]:
+        """Whether C{request} may be served; if not, its 401 status and challenge are set."""
         if not self.required or self.checker is None:
-            return succeed(Viewer(None, None))
+            return succeed(self._remember(request, Viewer(None, None)))
         credentials = _basic_credentials(request)
         if credentials is None:
             self._challenge(request)
-            return succeed(None)
+            return succeed(False)
         checked = self.checker.requestAvatarId(credentials)
 
-        def accepted(avatar_id: bytes) -> Viewer:
+        def accepted(avatar_id: bytes) -> bool:
             user = avatar_id.decode("utf-8", "replace")
             if self.isolation == "user" and user not in self.admins:
-                return Viewer(user, (mailbox_folder(user),))
-            return Viewer(user, None)
+                return self._remember(request, Viewer(user, (mailbox_folder(user),)))
+            return self._remember(request, Viewer(user, None))
 
-        def refused(_: object) -> None:
+        def refused(_: object) -> bool:
             log.warn("web login failed for {user!r} from {client}",
                      user=credentials.username.decode("utf-8", "replace"),
                      client=getattr(request.getClientAddress(), "host", "?"))
             self._challenge(request)
-            return None
+            return False
 
         return checked.addCallbacks(accepted, refused)
+
+    def viewer(self, request: IRequest) -> Viewer:
+        """Who an admitted request comes from (C{KeyError} if it never was: fail closed)."""
+        return self._viewers[request]
+
+    def _remember(self, request: IRequest, viewer: Viewer) -> bool:
+        self._viewers[request] = viewer
+        return True
 
     def _challenge(self, request: IRequest) -> None:
         request.setResponseCode(401)

@@ -25,6 +25,7 @@ from mailsink.messages import MessageView
 from mailsink.web.access import Viewer
 from mailsink.web.actions import ActionRoutes
 from mailsink.web.events import EventHub, EventsWebSocket
+from mailsink.web.guard import Guard
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
 from mailsink.web.routing import NotFound, app, for_viewer
 
@@ -56,8 +57,8 @@ class WebApp(ActionRoutes):
     """
 
     def resource(self) -> Resource:
-        """The root resource: every route, each response marked C{nosniff}."""
-        return _SecurityHeaders(self.app.resource())
+        """The root resource: every route behind the one L{Guard}, each response C{nosniff}."""
+        return _SecurityHeaders(Guard(self.access, self.app.resource()))
 
     # Health, metrics, page.
 

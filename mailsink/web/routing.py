@@ -38,14 +38,12 @@ class NotFound(Exception):
 
 
 def for_viewer(route: Callable[..., Any]) -> Callable[..., Deferred[Any]]:
-    """Run C{route(self, request, viewer, ...)} once L{Access} knows who asks (else 401)."""
+    """Run C{route(self, request, viewer, ...)} as the viewer the guard admitted."""
 
     @functools.wraps(route)
     @inlineCallbacks
     def checked(self: Routes, request: IRequest, *args: Any, **kwargs: Any) -> Any:
-        viewer = yield self.access.viewer(request)
-        if viewer is None:
-            return b"authentication required"
+        viewer = self.access.viewer(request)  # Guard admitted every request first
         yield self.index.caught_up()  # what was delivered before the request is in it
         result = yield route(self, request, viewer, *args, **kwargs)
         return result
