@@ -223,6 +223,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                      config.mailsink.max_message_size, relay=relay)
         site = Site(app.resource())
         site.displayTracebacks = False
+        site.noisy = False  # mailsink logs its own line per listener
         for description in listener.endpoints:
             ListenerService(listener, description, site, reactor).setServiceParent(parent)
 
@@ -254,6 +255,13 @@ class ListenerService(StreamServerEndpointService):
         log.info("[{listener}] listening on {endpoint} (tls = {tls})",
                  listener=self.listener.section, endpoint=self.description,
                  tls=self.listener.tls)
+
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[None] = super().stopService()
+        stopped.addCallback(lambda _: log.info("[{listener}] stopped listening on {endpoint}",
+                                               listener=self.listener.section,
+                                               endpoint=self.description))
+        return stopped
 
 
 def _with_backlog(description: str) -> str:

@@ -12,6 +12,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from mailsink.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from mailsink.quiet_log import leave_out_port_lines
 from mailsink.service import build_service
 from mailsink.tls import CertificateError
 
@@ -36,6 +37,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    leave_out_port_lines()
     try:
         return build_service(load_config(options["config"]), reactor)
     except (ConfigError, CertificateError) as error:

@@ -12,6 +12,8 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
+import subprocess
 import tempfile
 import time
 
@@ -174,3 +176,53 @@ class HelpTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stdout)
         self.assertIn("--config", result.stdout)
         self.assertIn("MAILSINK_<SECTION>_<KEY>", result.stdout)
+
+
+class ListenerLineTests(TestCase):
+    """Each listener is logged once, in mailsink's words, at start-up and at shutdown."""
+
+    def test_one_line_per_listener(self) -> None:
+        sections = {"smtp": plain_smtp(),
+                    "smtp:smtps": {"listen": loopback_endpoint(free_port()), "tls": "implicit",
+                                   "auth": "none"},
+                    "pop3": {"tls": "starttls"}, "imap": {"tls": "starttls"}, "web": {}}
+        daemon = Daemon.for_test(self, sections, env={"MAILSINK_AUTH": "u:p"})
+        self.assertIn(daemon.stop(), (0, -signal.SIGTERM))
+        log = daemon.log_text()
+        for twisted_words in ("starting on", "Starting factory", "Stopping factory",
+                              "Port ", "Closed)"):
+            self.assertNotIn(twisted_words, log)
+        for section in sections:
+            self.assertEqual(log.count(f"[{section}] listening on "), 1, log)
+            self.assertEqual(log.count(f"[{section}] stopped listening on "), 1, log)
+
+
+class SSLEndpointTests(TestCase):
+    """interface.md: an C{ssl:} endpoint string is implicit TLS with its own certificate."""
+
+    def test_ssl_endpoint_without_tls_is_implicit(self) -> None:
+        root = tempfile.mkdtemp(prefix="mailsink-e2e-ssl-")
+        self.addCleanup(shutil.rmtree, root, True)
+        key, cert = os.path.join(root, "key.pem"), os.path.join(root, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "2", "-subj", "/CN=own.example", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True, timeout=60)
+        port = free_port()
+        listen = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        daemon = Daemon.for_test(self, {"smtp": plain_smtp(),
+                                        "smtp:own": {"listen": listen, "auth": "none"}})
+        daemon.wait_ready({port: "implicit"})
+        self.assertIn(f"[smtp:own] listening on ssl:{port}:", daemon.log_text())
+        self.assertIn("(tls = implicit)", daemon.log_text().split("[smtp:own] listening")[1])
+        context = ssl.create_default_context(cafile=cert)
+        context.check_hostname = False
+        with smtplib.SMTP_SSL("127.0.0.1", port, context=context, timeout=10) as client:
+            self.assertEqual(client.sock.getpeercert()["subject"],
+                             ((("commonName", "own.example"),),))
+            code, _ = client.ehlo("ssl.client.test")
+            self.assertEqual(code, 250)
+            self.assertFalse(client.has_extn("starttls"))
+            client.mail("ssl@example.com")
+            client.rcpt("rcpt@example.com")
+            self.assertEqual(client.data(b"Subject: ssl\r\n\r\nover ssl:\r\n")[0], 250)
+        self.assertEqual(len(daemon.new_files()), 1)
