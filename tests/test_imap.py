@@ -535,8 +535,8 @@ class OffTheReactor(IMAPTestCase):
         self.assertEqual(held.names(), ["store_flags"])
         held.release_all()
         reply = session.read()
-        self.assertIn(b"* 2 FETCH (FLAGS (\\Flagged) UID 2)\r\n"
-                      b"* 3 FETCH (FLAGS (\\Flagged) UID 3)\r\nb OK", reply)
+        self.assertIn(b"* 2 FETCH (UID 2 FLAGS (\\Flagged))\r\n"
+                      b"* 3 FETCH (UID 3 FLAGS (\\Flagged))\r\nb OK", reply)
         self.assertNotIn(b"c OK", reply)
         self.assertEqual(held.names(), ["search_messages"])
         held.release_all()

@@ -33,6 +33,7 @@ SPEW_BREAK = 50
 """Every this many messages, a FETCH yields to the reactor."""
 _CHEAP = frozenset({"flags", "uid", "rfc822size", "internaldate"})
 _NO_CONTENT = frozenset({"flags", "uid"})
+_UID = imap4._FetchParser.UID()
 
 
 class IMAPFetch(imap4.IMAP4Server):
@@ -97,8 +98,9 @@ class IMAPFetch(imap4.IMAP4Server):
         self.sendBadResponse(tag, b"FETCH failed: " + str(failure.value).encode())
 
     def spewMessage(self, id: int, msg: Any, query: Any, uid: int) -> Any:
-        """Content is read (and parsed) in a worker thread first."""
+        """Content is read (and parsed) in a worker thread first; items in L{fetch_order}."""
         spew = super().spewMessage
+        query = fetch_order(query, bool(uid))
         if isinstance(msg, MaildirMessage) and \
                 any(part.type not in _NO_CONTENT for part in query):
             return msg.preload().addCallback(lambda _: spew(id, msg, query, uid))
@@ -107,9 +109,7 @@ class IMAPFetch(imap4.IMAP4Server):
     def _cheap_fetch(self, tag: bytes, found: list[Any], query: Any,
                      uid: int) -> Deferred[None]:
         """FLAGS, UID, RFC822.SIZE, INTERNALDATE: written in slices, no per-item work."""
-        kinds = [part.type for part in query]
-        if uid and "uid" not in kinds:
-            kinds.append("uid")
+        kinds = [part.type for part in fetch_order(query, bool(uid))]
 
         def item(kind: str, message: Any) -> bytes:
             if kind == "flags":
@@ -188,9 +188,39 @@ class IMAPFetch(imap4.IMAP4Server):
             reactor.callLater(delay, call)
 
 
+def fetch_order(query: Any, uid: bool) -> list[Any]:
+    """
+    The items of a FETCH response in the order real clients parse: C{UID} first (always
+    there for C{UID FETCH}), then C{FLAGS}, then the other items that are not literals, and
+    literals (message text, header and body sections) last; otherwise as asked. Dovecot,
+    Gmail, Cyrus and Courier answer so, and scripts look for the UID before the first
+    literal (C{re.search(rb"UID (\\d+)", item[0])} over imaplib's tuples).
+    """
+    items = list(query)
+    if uid and not any(part.type == "uid" for part in items):
+        items.append(_UID)
+    return sorted(items, key=_rank)
+
+
+def _rank(part: Any) -> int:
+    """Where an item goes in L{fetch_order} (a stable sort keeps the asked order within)."""
+    if part.type == "uid":
+        return 0
+    if part.type == "flags":
+        return 1
+    return 3 if _is_literal(part) else 2
+
+
+def _is_literal(part: Any) -> bool:
+    """Whether an item's value is sent as a literal: message text or a BODY[...] section."""
+    if part.type in ("rfc822", "rfc822header", "rfc822text"):
+        return True
+    return part.type == "body" and bool(
+        part.header or part.text or part.mime or part.empty or part.part)
+
+
 def _reads_content(part: Any) -> bool:
     """A FETCH item that sets \\Seen (RFC 3501 6.4.5): RFC822, RFC822.TEXT, BODY[...]."""
     if part.type in ("rfc822", "rfc822text"):
         return True
-    return part.type == "body" and not part.peek and bool(
-        part.header or part.text or part.mime or part.empty or part.part)
+    return part.type == "body" and not part.peek and _is_literal(part)

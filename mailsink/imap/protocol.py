@@ -175,9 +175,9 @@ class SinkIMAP4Server(IMAPLogin, IMAPFetch, IMAPUpdates):
                 return None
             return self._write_slices(
                 tag, b"STORE completed", sorted(result.items()),
-                lambda seq, now: b"* %d FETCH (FLAGS (%s)%s)\r\n" % (
-                    seq, b" ".join(flag.encode() for flag in now),
-                    b" UID %d" % (mbox.getUID(seq),) if uid else b""))
+                lambda seq, now: b"* %d FETCH (%sFLAGS (%s))\r\n" % (
+                    seq, b"UID %d " % (mbox.getUID(seq),) if uid else b"",
+                    b" ".join(flag.encode() for flag in now)))
 
         def failed(failure: Failure) -> None:
             self.sendBadResponse(tag, b"Server error: " + str(failure.value).encode())
