@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from test_relay_units import SETTINGS, TIMEOUT, Session, TLSTransport, logged_in, message
+from test_relay_units import (
+    DEADLINE,
+    SETTINGS,
+    TIMEOUT,
+    Session,
+    TLSTransport,
+    logged_in,
+    message,
+)
 from twisted.internet import error as net
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -77,7 +85,8 @@ class DeliveryTests(SynchronousTestCase):
         session = Session(transport=transport)
         session.ehlo("AUTH PLAIN")
         session.server("235 2.7.0 accepted")
-        sent = Message("from@example.com", ["to@example.net"], b"x" * 65534 + b"\r\n")
+        sent = Message("from@example.com", ["to@example.net"], b"x" * 65534 + b"\r\n",
+                       DEADLINE)
         session.send(sent)
         session.server("250 2.1.0 ok", "250 2.1.5 ok")
         session.connection.dataReceived(b"354 go ahead\r\n")  # the body starts streaming
@@ -90,7 +99,7 @@ class DeliveryTests(SynchronousTestCase):
 
     def test_lost_during_the_data_is_told_as_lost(self) -> None:
         session, sent = logged_in(), Message("from@example.com", ["to@example.net"],
-                                             b"x" * 65534 + b"\r\n")
+                                             b"x" * 65534 + b"\r\n", DEADLINE)
         session.send(sent)
         session.server("250 2.1.0 ok", "250 2.1.5 ok")
         session.connection.dataReceived(b"354 go ahead\r\n")
@@ -162,7 +171,7 @@ class SentenceTests(SynchronousTestCase):
     def sentence(self, error: BaseException, **details: Any) -> str:
         diagnoser = Diagnoser(SETTINGS, MemoryReactorClock())
         failure = RelayError(error, "mail", True, {}, **details)
-        return str(self.successResultOf(diagnoser.diagnose(failure)))
+        return str(self.successResultOf(diagnoser.diagnose(failure, DEADLINE)))
 
     def test_partly_delivered(self) -> None:
         self.assertEqual(
@@ -202,7 +211,7 @@ class SentenceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         settings = attrs.evolve(SETTINGS, tls="implicit", port=465)
         diagnosed = Diagnoser(settings, reactor).diagnose(
-            RelayError(net.ConnectionLost(), "handshake", False, {}))
+            RelayError(net.ConnectionLost(), "handshake", False, {}), DEADLINE)
         ((_, port, factory, _, _),) = reactor.tcpClients
         self.assertEqual(port, 465)
         probe = factory.buildProtocol(None)

@@ -14,11 +14,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailsink.relay.connection import Message, RelayError
+from mailsink.relay.deadline import Deadline
 from mailsink.relay.policy import prepare_release, wire_form
 from mailsink.relay.pool import IDLE_CLOSE, ConnectionPool
 from mailsink.sentences import Diagnosis
 
 Hook = Callable[[Any], None]
+TIMEOUT = 5.0
 
 
 class FakeConnection:
@@ -52,17 +54,22 @@ class FakeConnection:
 class FakeClient:
     """C{connect} hands out Deferreds the test fires with L{open}; its own diagnoser."""
 
+    where = "relay.test:587"
+
     def __init__(self) -> None:
         self.diagnoser = self
         self.errors: list[BaseException] = []
         self.openings: list[tuple[Deferred[Any], Hook, Hook]] = []
+        self.deadlines: list[Deadline] = []
+        """Each opening's."""
 
-    def connect(self, on_idle: Hook, on_lost: Hook) -> Deferred[Any]:
+    def connect(self, on_idle: Hook, on_lost: Hook, deadline: Deadline) -> Deferred[Any]:
         opening: Deferred[Any] = Deferred()
         self.openings.append((opening, on_idle, on_lost))
+        self.deadlines.append(deadline)
         return opening
 
-    def diagnose(self, error: BaseException) -> Deferred[Diagnosis]:
+    def diagnose(self, error: BaseException, deadline: Deadline) -> Deferred[Diagnosis]:
         self.errors.append(error)
         return succeed(Diagnosis(f"diagnosed at {getattr(error, 'stage', '?')}"))
 
@@ -78,7 +85,7 @@ class PoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.client = FakeClient()
-        self.pool = ConnectionPool(self.client, 1, self.clock)  # type: ignore[arg-type]
+        self.pool = ConnectionPool(self.client, 1, TIMEOUT, self.clock)  # type: ignore[arg-type]
 
     def send(self, wire: bytes) -> Deferred[Any]:
         return self.pool.send("from@example.com", ["to@example.net"], wire)

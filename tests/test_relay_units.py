@@ -29,6 +29,7 @@ from zope.interface import directlyProvides
 
 from mailsink.config import RelaySettings
 from mailsink.relay.connection import DeliveryRefused, Message, RelayConnection, RelayError
+from mailsink.relay.deadline import Deadline
 from mailsink.relay.diagnose import Diagnoser
 
 TIMEOUT = 30.0
@@ -38,6 +39,8 @@ SETTINGS = RelaySettings(
     password="secret", token="", token_command="", timeout=5, pool_size=1,
     allowed_recipients="", blocked_recipients="", auto_relay=False, auto_relay_match="")
 WHERE = "relay.test:587"
+DEADLINE = Deadline(TIMEOUT, TIMEOUT)
+"""TIMEOUT seconds after a Clock's start: each L{Session}'s, and each L{message}'s."""
 Hook = Callable[[Any], None]
 
 
@@ -61,9 +64,8 @@ class Session:
         self.lost: list[RelayConnection] = []
         self.connection = RelayConnection(
             identity="sink.test", username=username, secret=secret, token=token,
-            starttls=starttls, implicit=False, timeout=TIMEOUT,
+            starttls=starttls, implicit=False, clock=self.clock, deadline=DEADLINE,
             on_idle=self.idle.append, on_lost=self.lost.append)
-        self.connection.callLater = self.clock.callLater  # TimeoutMixin's timer
         self.transport = transport or StringTransport()
         self.connection.makeConnection(self.transport)
 
@@ -110,7 +112,7 @@ def plain(line: bytes) -> tuple[bytes, list[bytes]]:
 
 
 def message(*recipients: str) -> Message:
-    return Message("from@example.com", list(recipients or ["to@example.net"]), WIRE)
+    return Message("from@example.com", list(recipients or ["to@example.net"]), WIRE, DEADLINE)
 
 
 class SessionTests(SynchronousTestCase):
@@ -305,7 +307,7 @@ class DiagnoserTests(SynchronousTestCase):
         diagnoser = Diagnoser(attrs.evolve(SETTINGS, **settings), MemoryReactorClock())
         if not isinstance(error, net.ConnectError | net.DNSLookupError):
             error = RelayError(error, stage, secure, extensions or {}, refusals=refusals or ())
-        return str(self.successResultOf(diagnoser.diagnose(error)))
+        return str(self.successResultOf(diagnoser.diagnose(error, DEADLINE)))
 
     def test_auth_declined(self) -> None:
         self.assertEqual(self.sentence(AUTHDeclinedError(535, b"5.7.8 no")),
@@ -384,10 +386,10 @@ class DiagnoserTests(SynchronousTestCase):
     def test_no_greeting_probes_for_tls(self) -> None:
         reactor = MemoryReactorClock()
         diagnosed = Diagnoser(SETTINGS, reactor).diagnose(
-            RelayError(SMTPTimeoutError(-1, b"timeout"), "greeting", False, {}))
+            RelayError(SMTPTimeoutError(-1, b"timeout"), "greeting", False, {}), DEADLINE)
         self.assertNoResult(diagnosed)
-        ((_, port, factory, timeout, _),) = reactor.tcpClients
-        self.assertEqual((port, timeout), (587, 5.0))
+        ((_, port, factory, _, _),) = reactor.tcpClients
+        self.assertEqual(port, 587)
         factory.clientConnectionFailed(None, Failure(net.ConnectionRefusedError()))
         reactor.advance(0.3)  # HostnameEndpoint's next attempt: there is none
         self.assertEqual(str(self.successResultOf(diagnosed)),

@@ -7,6 +7,10 @@ L{ESMTPClient} asks its subclass for the next message when the server is ready f
 FROM; this one waits there ("parked") until the pool hands it a message. Whatever goes
 wrong is kept as a L{RelayError} with the step it happened at, for
 L{mailsink.relay.diagnose} to word.
+
+Time is kept per operation, not per line: opening the connection, each message and each
+relay test end at their L{Deadline}, however busily the server answers the steps between
+(Twisted's client would wait the timeout again after every line and data chunk).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.mail.interfaces import IClientAuthentication
 from twisted.mail.smtp import (
@@ -33,6 +37,8 @@ from twisted.mail.smtp import (
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from mailsink.relay.deadline import Deadline
 
 PASSWORD_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
 """Tried in this order, as the server offers them (CRAM-MD5 never sends the password)."""
@@ -91,6 +97,8 @@ class Message:
     recipients: Sequence[str]
     wire: bytes
     """CRLF line ends, dot-stuffed, ending in CRLF (L{mailsink.relay.policy.wire_form})."""
+    deadline: Deadline
+    """When the release must have its answer, from waiting for a connection to the reply."""
     sent: Deferred[str] = field(default_factory=Deferred)
     """Fires with the server's reply to the data, or fails with a L{RelayError}."""
 
@@ -150,8 +158,8 @@ class RelayConnection(ESMTPClient):
     debug = False  # Twisted's line log would keep the AUTH exchange in memory.
 
     def __init__(self, *, identity: str, username: str, secret: bytes,
-                 token: bool, starttls: Any, implicit: bool, timeout: float,
-                 on_idle: Callable[[RelayConnection], None],
+                 token: bool, starttls: Any, implicit: bool, clock: IReactorTime,
+                 deadline: Deadline, on_idle: Callable[[RelayConnection], None],
                  on_lost: Callable[[RelayConnection], None]) -> None:
         super().__init__(secret if username else None, starttls, identity)
         self.requireTransportSecurity = starttls is not None
@@ -159,7 +167,9 @@ class RelayConnection(ESMTPClient):
         self.heloFallback = not username and starttls is None
         for authenticator in authenticators(username, token) if username else ():
             self.registerAuthenticator(authenticator)
-        self.timeout = timeout  # type: ignore[assignment]  # Twisted annotates None
+        self.clock = clock
+        self.deadline = deadline
+        """The current operation's: logging in, then each message or relay test."""
         self.implicit = implicit
         self.on_idle = on_idle
         self.on_lost = on_lost
@@ -178,6 +188,24 @@ class RelayConnection(ESMTPClient):
         self._trial: Deferred[None] | None = None
         self._sending_data = False
         self._lost = False
+
+    # Time.
+
+    def callLater(self, period: float, func: Callable[[], object]) -> Any:
+        """TimeoutMixin's timer, on C{clock}."""
+        return self.clock.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._until(self.deadline)
+
+    def _until(self, deadline: Deadline) -> None:
+        """Time out at C{deadline}, whatever is under way then."""
+        self.deadline = deadline
+        self.setTimeout(deadline.left(self.clock))
+
+    def resetTimeout(self) -> None:
+        """A line or a chunk of data does not move the deadline (Twisted's would)."""
 
     # Where the session is.
 
@@ -255,19 +283,19 @@ class RelayConnection(ESMTPClient):
         self.quit()
 
     def send(self, message: Message) -> Deferred[str]:
-        """Send C{message} on this (parked) connection."""
+        """Send C{message} on this (parked) connection, by its deadline."""
         if self.closed:
             message.sent.errback(self._error(ConnectionDone(), before_mail=True))
             return message.sent
         self._message = message
-        self.setTimeout(self.timeout)
+        self._until(message.deadline)
         self.smtpState_from(250, b"")
         return message.sent
 
-    def try_sender(self, sender: str) -> Deferred[None]:
+    def try_sender(self, sender: str, deadline: Deadline) -> Deferred[None]:
         """
-        (Parked.) MAIL FROM C{sender}, then RSET: whether the server would take mail on
-        this login, as C{relay/test} asks, without sending any.
+        (Parked.) MAIL FROM C{sender}, then RSET, by C{deadline}: whether the server would
+        take mail on this login, as C{relay/test} asks, without sending any.
         """
         tried: Deferred[None] = Deferred()
         self._trial = tried
@@ -281,7 +309,7 @@ class RelayConnection(ESMTPClient):
             self._tried(self._error(DeliveryRefused(code, _text(resp))))
 
         self._expected, self._okresponse, self._failresponse = [250], accepted, refused
-        self.setTimeout(self.timeout)
+        self._until(deadline)
         self.sendLine(b"MAIL FROM:" + quoteaddr(sender))
         return tried
 
@@ -296,10 +324,13 @@ class RelayConnection(ESMTPClient):
                 tried.errback(error)
 
     def quit(self) -> None:
-        """QUIT, then close (dropped if the server does not answer in time)."""
+        """
+        QUIT, then close; dropped if the server does not answer within C{[relay] timeout}
+        (no one waits for this answer: the operation was over).
+        """
         if not self.closed:
             self.closed = True
-            self.setTimeout(self.timeout)
+            self.setTimeout(self.deadline.timeout)
             self._disconnectFromServer()
 
     # ESMTPClient's questions.
@@ -317,7 +348,6 @@ class RelayConnection(ESMTPClient):
 
     def transformChunk(self, chunk: bytes) -> bytes:
         """The data is in wire form already (CRLF, dot-stuffed): send it as it is."""
-        self.resetTimeout()
         return chunk
 
     def smtpState_data(self, code: int, resp: bytes) -> None:
@@ -398,8 +428,8 @@ class RelayConnection(ESMTPClient):
         super().sendError(exc)
 
     def timeoutConnection(self) -> None:
-        """Silence for C{timeout}: drop the connection at once (a TLS close would wait for
-        the silent server) and stop sending whatever was being sent."""
+        """The deadline passed: drop the connection at once (a TLS close would wait for the
+        silent server) and stop sending whatever was being sent."""
         self._fail(self._message_error(SMTPTimeoutError(-1, b"timeout")))
         self._abort()
 
@@ -407,7 +437,7 @@ class RelayConnection(ESMTPClient):
         super().smtpState_disconnect(code, resp)
         if not self._lost:
             # A TLS close waits for the server's close_notify: not longer than the timeout.
-            self.setTimeout(self.timeout)
+            self.setTimeout(self.deadline.timeout)
 
     def _abort(self) -> None:
         self.closed = True

@@ -4,7 +4,8 @@ Relay failures as one sentence that names the C{[relay]} key to change.
 The wording is L{mailsink.sentences}' (the same as C{mailsink check} and C{mailsink send}),
 rewritten by L{for_relay} to name keys instead of command-line flags. Telling "port 465
 expects TLS from the first byte" from "the server is slow" takes a second look: a TLS
-handshake attempt on the same port (L{speaks_tls}), without blocking the reactor.
+handshake attempt on the same port (L{speaks_tls}), without blocking the reactor; that
+second look has what is left of the operation's L{Deadline} and a short grace.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from mailsink.relay.connection import (
     InjectedAfterStartTLS,
     RelayError,
 )
+from mailsink.relay.deadline import Deadline
 from mailsink.relay.tls import RelayTLS
 from mailsink.sentences import Diagnosis
 
@@ -104,30 +106,37 @@ class _GreetingProbe(_Probe):
             self.answer(self.received.startswith(b"220"))
 
 
-@inlineCallbacks
-def _look(reactor: Any, endpoint: Any, probe: _Probe, timeout: float) -> Any:
-    try:
-        yield connectProtocol(endpoint, probe)
-    except Exception:  # any failure to connect means: no
-        return False
-    later = reactor.callLater(timeout, probe.transport.abortConnection)  # type: ignore[union-attr]
-    answer = yield probe.done
-    if later.active():
-        later.cancel()
-    return answer
+def _look(reactor: Any, endpoint: Any, probe: _Probe, within: float) -> Deferred[bool]:
+    """C{probe}'s answer, or no if it has none C{within} seconds (connecting included)."""
+    connecting = connectProtocol(endpoint, probe)
+    connecting.addErrback(lambda _: probe.answer(False))  # any failure to connect: no
+
+    def time_up() -> None:
+        connecting.cancel()  # still connecting: stop (fails as above)
+        if probe.transport is not None:
+            probe.transport.abortConnection()  # type: ignore[attr-defined]
+        probe.answer(False)
+
+    later = reactor.callLater(within, time_up)
+
+    def stop_timer(answer: bool) -> bool:
+        if later.active():
+            later.cancel()
+        return answer
+
+    return probe.done.addCallback(stop_timer)
 
 
-def speaks_tls(reactor: Any, host: str, port: int, timeout: float) -> Deferred[bool]:
+def speaks_tls(reactor: Any, host: str, port: int, within: float) -> Deferred[bool]:
     """Whether a TLS handshake (certificate not checked) completes at C{host:port}."""
     endpoint = wrapClientTLS(RelayTLS(host, verify=False),
-                             HostnameEndpoint(reactor, host, port, timeout=timeout))
-    return _look(reactor, endpoint, _HandshakeProbe(), timeout)
+                             HostnameEndpoint(reactor, host, port))
+    return _look(reactor, endpoint, _HandshakeProbe(), within)
 
 
-def speaks_plaintext(reactor: Any, host: str, port: int, timeout: float) -> Deferred[bool]:
+def speaks_plaintext(reactor: Any, host: str, port: int, within: float) -> Deferred[bool]:
     """Whether C{host:port} greets in plaintext (a first line starting with 220)."""
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
-    return _look(reactor, endpoint, _GreetingProbe(), timeout)
+    return _look(reactor, HostnameEndpoint(reactor, host, port), _GreetingProbe(), within)
 
 
 class Diagnoser:
@@ -139,12 +148,16 @@ class Diagnoser:
         self.where = f"{settings.host}:{settings.port}"
 
     @inlineCallbacks
-    def diagnose(self, failure: BaseException, tls: RelayTLS | None = None) -> Any:
-        """C{failure} (a L{RelayError}, or an endpoint's connection error) as a Diagnosis."""
+    def diagnose(self, failure: BaseException, deadline: Deadline,
+                 tls: RelayTLS | None = None) -> Any:
+        """
+        C{failure} (a L{RelayError}, or an endpoint's connection error) as a Diagnosis, by
+        C{deadline} (and its grace, when the port takes a second look).
+        """
         if tls is not None and tls.refusal is not None:
             return Diagnosis(for_relay(str(tls.refusal)))
         if isinstance(failure, RelayError):
-            sentence = yield self._session(failure)
+            sentence = yield self._session(failure, deadline.second_look(self.reactor))
         else:
             sentence = self._connecting(failure)
         return Diagnosis(for_relay(sentence))
@@ -162,7 +175,7 @@ class Diagnoser:
         return f"{self.where}: {error}"
 
     @inlineCallbacks
-    def _session(self, failure: RelayError) -> Any:
+    def _session(self, failure: RelayError, second_look: float) -> Any:
         error, stage = failure.error, failure.stage
         settings = self.settings
         timeout = float(settings.timeout)
@@ -187,7 +200,8 @@ class Diagnoser:
         silent = isinstance(error, SMTPTimeoutError) or (
             stage == "greeting" and isinstance(error, net.ConnectionDone | net.ConnectionLost))
         if silent and stage == "greeting" and settings.tls != "implicit":
-            implicit = yield speaks_tls(self.reactor, settings.host, settings.port, timeout)
+            implicit = yield speaks_tls(self.reactor, settings.host, settings.port,
+                                        second_look)
             return sentences.silence(settings.host, settings.port, timeout,
                                      closed=not isinstance(error, SMTPTimeoutError),
                                      implicit=implicit)
@@ -200,7 +214,7 @@ class Diagnoser:
                 # A plaintext server may drop a ClientHello before the client reads its
                 # greeting (mailsink's own listeners do): look again, in plaintext.
                 plain = yield speaks_plaintext(self.reactor, settings.host, settings.port,
-                                               timeout)
+                                               second_look)
                 if plain:
                     return sentences.plaintext("the server closed the connection")
             return sentences.closed(self.where)

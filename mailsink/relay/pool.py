@@ -5,13 +5,18 @@ L{IDLE_CLOSE} seconds without work. Messages beyond the pool's size wait their t
 message whose reused connection turns out to be gone before the server answered its MAIL
 FROM is sent once more on a new connection; nothing is ever sent twice after that point.
 
+One C{[relay] timeout} bounds each message's whole way: waiting for a connection, opening
+it, the exchange, the second attempt. A release still waiting for a connection when its
+deadline passes fails then, saying that every connection stayed busy; a message relayed on
+its own (C{auto_relay}), which no one waits for, starts its clock when it gets a connection.
+
 All of it runs on the reactor (Twisted's SMTP client); only reading and preparing the
 message bytes, which grows with the message, runs in the service's worker thread.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +27,7 @@ from twisted.python.failure import Failure
 from mailsink.config import RelaySettings
 from mailsink.relay.client import RelayClient
 from mailsink.relay.connection import Message, RelayConnection, RelayError
+from mailsink.relay.deadline import Deadline
 from mailsink.relay.policy import (
     RecipientPolicy,
     auto_relay_recipients,
@@ -40,9 +46,10 @@ IDLE_CLOSE = 60.0
 class ConnectionPool:
     """Idle connections kept for reuse, new ones opened up to C{size}."""
 
-    def __init__(self, client: RelayClient, size: int, reactor: Any) -> None:
+    def __init__(self, client: RelayClient, size: int, timeout: float, reactor: Any) -> None:
         self.client = client
         self.size = max(1, size)
+        self.timeout = timeout
         self.reactor = reactor
         self._idle: list[RelayConnection] = []
         self._timers: dict[RelayConnection, Any] = {}
@@ -50,27 +57,36 @@ class ConnectionPool:
         """Connections open or being opened (idle and busy)."""
         self._members: set[RelayConnection] = set()
         """The open ones (a failed opening is counted off where it fails)."""
-        self._waiting: deque[Message] = deque()
+        self._waiting: OrderedDict[int, tuple[Message, Any]] = OrderedDict()
+        """Messages waiting for a connection by id, oldest first, each with its give-up
+        timer (None: it waits as long as it takes, its clock not started)."""
         self._closing = False
 
     @inlineCallbacks
-    def send(self, sender: str, recipients: Sequence[str], wire: bytes) -> Any:
-        """The server's reply to the data, or a L{Diagnosis}."""
+    def send(self, sender: str, recipients: Sequence[str], wire: bytes, *,
+             answer_in_time: bool = True) -> Any:
+        """
+        The server's reply to the data, or a L{Diagnosis}; within C{timeout}, waiting for
+        a free connection included unless not C{answer_in_time}.
+        """
         reused = bool(self._idle) or self._open >= self.size
+        deadline = Deadline.start(self.reactor, self.timeout)
         for again in (False, True):
-            message = Message(sender, list(recipients), wire)
-            self._dispatch(message)
+            message = Message(sender, list(recipients), wire, deadline)
+            self._dispatch(message, answer_in_time)
             try:
                 reply = yield message.sent
             except RelayError as error:
+                deadline = message.deadline
                 # Once more only if a reused connection was gone before MAIL FROM was
-                # answered (or said 421): nothing was taken.
-                if again or not (reused and error.before_mail) or self._closing:
-                    raise (yield self.client.diagnoser.diagnose(error)) from None
+                # answered (or said 421): nothing was taken. Time left is needed too.
+                if again or not (reused and error.before_mail) or self._closing or \
+                        deadline.passed(self.reactor):
+                    raise (yield self.client.diagnoser.diagnose(error, deadline)) from None
             else:
                 return reply
 
-    def _dispatch(self, message: Message) -> None:
+    def _dispatch(self, message: Message, answer_in_time: bool) -> None:
         # One closing on its own (it was QUIT after an unexpected reply) waits to be lost.
         self._idle = [connection for connection in self._idle if not connection.closed]
         if self._closing:
@@ -80,7 +96,26 @@ class ConnectionPool:
         elif self._open < self.size:
             self._connect(message)
         else:
-            self._waiting.append(message)
+            timer = self.reactor.callLater(message.deadline.left(self.reactor),
+                                           self._give_up, message) if answer_in_time else None
+            self._waiting[id(message)] = (message, timer)
+
+    def _give_up(self, message: Message) -> None:
+        """C{message}'s deadline passed while every connection was busy."""
+        del self._waiting[id(message)]
+        message.sent.errback(Diagnosis(
+            f"all {self.size} connections to {self.client.where} stayed busy for "
+            f"{self.timeout:g} s: try again, or raise [relay] pool_size"))
+
+    def _next_waiting_message(self) -> Message:
+        """The oldest waiting message, no longer waiting: its give-up timer stopped, or its
+        clock started now."""
+        _, (message, timer) = self._waiting.popitem(last=False)
+        if timer is None:
+            message.deadline = Deadline.start(self.reactor, self.timeout)
+        elif timer.active():
+            timer.cancel()
+        return message
 
     def _reuse(self, connection: RelayConnection, message: Message) -> None:
         self._wake(connection)
@@ -88,7 +123,7 @@ class ConnectionPool:
 
     def _connect(self, message: Message) -> None:
         self._open += 1
-        opening = self.client.connect(self._idle_again, self._lost)
+        opening = self.client.connect(self._idle_again, self._lost, message.deadline)
 
         def opened(connection: RelayConnection) -> None:
             self._members.add(connection)
@@ -105,7 +140,7 @@ class ConnectionPool:
     def _idle_again(self, connection: RelayConnection) -> None:
         """A connection finished its message: the next waiting one, or rest."""
         if self._waiting and not connection.closed:
-            connection.send(self._waiting.popleft())
+            connection.send(self._next_waiting_message())
             return
         if self._closing:
             connection.quit()
@@ -139,13 +174,13 @@ class ConnectionPool:
 
     def _next_waiting(self) -> None:
         if self._waiting and self._open < self.size:
-            self._connect(self._waiting.popleft())
+            self._connect(self._next_waiting_message())
 
     def close(self) -> None:
         """QUIT the idle connections; fail the waiting messages."""
         self._closing = True
         while self._waiting:
-            self._waiting.popleft().sent.errback(Diagnosis("mailsink is stopping"))
+            self._next_waiting_message().sent.errback(Diagnosis("mailsink is stopping"))
         for connection in list(self._idle):
             self._retire(connection)
 
@@ -159,7 +194,7 @@ class RelayService(ThreadPoolService):
         self.policy = RecipientPolicy(settings.allowed_recipients,
                                       settings.blocked_recipients)
         self.client = RelayClient(settings, reactor, identity)
-        self.pool = ConnectionPool(self.client, settings.pool_size, reactor)
+        self.pool = ConnectionPool(self.client, settings.pool_size, settings.timeout, reactor)
         self._index: Any = None
 
     @property
@@ -173,13 +208,16 @@ class RelayService(ThreadPoolService):
         return super().stopService()
 
     @inlineCallbacks
-    def release(self, raw: bytes, recipients: Sequence[str]) -> Any:
+    def release(self, raw: bytes, recipients: Sequence[str], *,
+                answer_in_time: bool = True) -> Any:
         """
         Relay a copy of the stored message C{raw} to C{recipients} (the policy checked
-        already), its trace headers and Bcc removed; fails with a L{Diagnosis}.
+        already), its trace headers and Bcc removed; fails with a L{Diagnosis}. Once the
+        copy is ready, the answer comes within C{[relay] timeout} (waiting for a free
+        connection included, unless not C{answer_in_time}).
         """
         sender, wire = yield self.run_blocking(prepare_release, raw)
-        reply = yield self.pool.send(sender, recipients, wire)
+        reply = yield self.pool.send(sender, recipients, wire, answer_in_time=answer_in_time)
         return reply
 
     def test(self) -> Deferred[None]:
@@ -216,7 +254,7 @@ class RelayService(ThreadPoolService):
             log.info("auto_relay: message {id} not relayed: {why}", id=message_id,
                      why=refusal)
             return
-        reply = yield self.release(raw, chosen)
+        reply = yield self.release(raw, chosen, answer_in_time=False)  # no one waits
         log.info("auto_relay: message {id} relayed to {to} via {server}: {reply}",
                  id=message_id, to=", ".join(chosen), server=self.server, reply=reply)
 

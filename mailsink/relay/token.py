@@ -2,10 +2,11 @@
 C{[relay] token_command}: a program that prints a fresh OAuth2 access token, run for every
 new relay connection (as msmtp's C{passwordeval} is).
 
-It runs with no input, in a process group of its own, so that when C{[relay] timeout}
-passes everything it started (a C{curl | jq} pipeline) is killed and the connection fails
-at once rather than waiting for the last pipe to close. What it writes to standard error
-stays out of the failure sentence: it may hold a client secret.
+It runs with no input, in a process group of its own, so that when the operation's
+deadline (C{[relay] timeout}) passes everything it started (a C{curl | jq} pipeline) is
+killed and the connection fails at once rather than waiting for the last pipe to close.
+What it writes to standard error stays out of the failure sentence: it may hold a client
+secret.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from mailsink.relay.deadline import Deadline
 from mailsink.sentences import Diagnosis
 
 SHELL = "/bin/sh"
@@ -32,7 +34,7 @@ OUTPUT_LIMIT = 64 * 1024
 class _TokenCommand(ProcessProtocol):
     """The command's standard output; C{done} fires with the token or a Diagnosis."""
 
-    def __init__(self, timeout: int) -> None:
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.out: list[bytes] = []
         self.done: Deferred[bytes] = Deferred()
@@ -52,9 +54,9 @@ class _TokenCommand(ProcessProtocol):
         """Ignored: it may hold secrets, and the sentence says to run the command by hand."""
 
     def expire(self) -> None:
-        """The timeout passed: kill the whole group and fail now."""
+        """The deadline passed: kill the whole group and fail now."""
         self._kill_group()
-        self._tell(Diagnosis(f"[relay] token_command did not finish in {self.timeout} s: "
+        self._tell(Diagnosis(f"[relay] token_command did not finish in {self.timeout:g} s: "
                              f"check the command"))
 
     def processExited(self, reason: Failure) -> None:
@@ -85,12 +87,15 @@ class _TokenCommand(ProcessProtocol):
                 os.killpg(self.group, signal.SIGKILL)
 
 
-def fetch_token(reactor: Any, command: str, timeout: int) -> Deferred[bytes]:
-    """Run C{command} with the shell; its standard output, stripped, is the token."""
-    process = _TokenCommand(timeout)
+def fetch_token(reactor: Any, command: str, deadline: Deadline) -> Deferred[bytes]:
+    """
+    Run C{command} with the shell; its standard output, stripped, is the token. It must
+    be done by C{deadline}: the connection that needs the token comes after.
+    """
+    process = _TokenCommand(deadline.timeout)
     argv = [sys.executable, "-c", _NEW_GROUP, SHELL, "-c", command]
     reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ))
-    timer = reactor.callLater(timeout, process.expire)
+    timer = reactor.callLater(deadline.left(reactor), process.expire)
 
     def stop_timer(result: object) -> object:
         if timer.active():
