@@ -1,7 +1,7 @@
 """
 The C{mailsink} console script: one argparse sub-command per task (C{passwd}, C{check},
-C{send}, C{ls}, C{show}), each a function taking the parsed arguments and returning an exit
-status. Errors are one line on standard error: status 2 for usage, 1 for
+C{send}, C{ls}, C{show}, C{lint}), each a function taking the parsed arguments and
+returning an exit status. Errors are one line on standard error: status 2 for usage, 1 for
 failures. Passwords are never printed, echoed or taken from the command line.
 """
 
@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 from mailsink import probe, send, store_view
 from mailsink.auth.passwords import hash_bcrypt
+from mailsink.checks import command as lint_command
 from mailsink.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.set_defaults(run=run_passwd)
     add_probe_commands(commands)
     add_store_commands(commands)
+    lint = commands.add_parser(
+        "lint", help="check a message file the way real mail servers and clients will",
+        description="Print the lint findings for a message file (.eml, CRLF or LF line "
+                    "ends), one a line: severity, code, field, what to change. Exit status "
+                    "1 when one is an error.")
+    lint.add_argument("file", metavar="FILE", help="the message file, or - for standard input")
+    lint.set_defaults(run=run_lint)
     return parser
 
 
@@ -366,3 +374,11 @@ def run_show(arguments: argparse.Namespace) -> int:
     sys.stdout.buffer.flush()
     return 0
 
+
+
+def run_lint(arguments: argparse.Namespace) -> int:
+    """C{mailsink lint FILE|-}: the findings, one a line; 1 when one is an error."""
+    try:
+        return lint_command.run(arguments.file, sys.stdout)
+    except OSError as e:
+        raise CommandFailed(f"cannot read {arguments.file}: {e.strerror or e}") from None

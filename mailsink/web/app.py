@@ -24,10 +24,12 @@ from mailsink import __version__, mime
 from mailsink.messages import MessageView
 from mailsink.web.access import Viewer
 from mailsink.web.actions import ActionRoutes
+from mailsink.web.checks import CheckRoutes
 from mailsink.web.events import EventHub, EventsWebSocket
 from mailsink.web.guard import Guard
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
 from mailsink.web.routing import NotFound, app, for_viewer
+from mailsink.web.sessions import SessionRoutes
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -49,11 +51,12 @@ _PART_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'un
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
-class WebApp(ActionRoutes):
+class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
     """Routes of the page and the API (see C{shared/mailpit-api.md}).
 
-    The chaos, send and relay routes are inherited from L{ActionRoutes}, the collaborators
-    and shared helpers from L{mailsink.web.routing.Routes}; all are routes of one L{app}.
+    The chaos, send and relay routes are inherited from L{ActionRoutes}, the message checks
+    from L{CheckRoutes}, the collaborators and shared helpers from
+    L{mailsink.web.routing.Routes}; all are routes of one L{app}.
     """
 
     def resource(self) -> Resource:
