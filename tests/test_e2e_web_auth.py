@@ -69,9 +69,15 @@ class Answer:
         self.headers = {name.lower(): value for name, value in headers.items()}
 
 
+def static_files() -> list[str]:
+    """Every file the page may load from C{/static/}, as a path below it."""
+    return sorted(os.path.relpath(os.path.join(folder, name), STATIC).replace(os.sep, "/")
+                  for folder, _, names in os.walk(STATIC) for name in names)
+
+
 def filled(rule: str, message_id: str) -> str:
     """A rule's path with its variables filled: a real message, its view, a real file."""
-    values = {"name": f"{message_id}.html", "part_id": "1", "__rest__": "app.js"}
+    values = {"name": f"{message_id}.html", "part_id": "1", "__rest__": static_files()[0]}
     return _VARIABLE.sub(lambda match: values.get(match[1], message_id), rule)
 
 
@@ -81,7 +87,7 @@ def guarded_requests(message_id: str) -> Iterator[tuple[str, str]]:
         for method in sorted(rule.methods or ()):
             if rule.rule not in OPEN:
                 yield method, filled(rule.rule, message_id)
-    for name in sorted(os.listdir(STATIC)):
+    for name in static_files():
         yield "GET", f"/static/{name}"
     for path in EXTRA_PATHS:
         yield "GET", path
@@ -250,10 +256,12 @@ class WebAuthTests(unittest.TestCase):
         admin = (ADMIN, ADMIN_PASSWORD)
         answer, page = self.urllib("GET", "/", admin, read=True)
         self.assertEqual(answer.status, 200)
-        self.assertIn(b"/static/app.js", page)
-        answer, script = self.urllib("GET", "/static/app.js", admin, read=True)
-        self.assertEqual(answer.status, 200)
-        self.assertIn(b"EventSource", script)
+        scripts = re.findall(rb'<script[^>]* src="(/static/[^"]+)"', page)
+        self.assertTrue(scripts, page)
+        for script in scripts:
+            answer, code = self.urllib("GET", script.decode(), admin, read=True)
+            self.assertEqual(answer.status, 200, script)
+            self.assertTrue(code, script)
         answer, view = self.urllib("GET", f"/view/{self.message_id}.html", admin, read=True)
         self.assertEqual(answer.status, 200)
         self.assertIn(b"Hello from SMTP", view)
@@ -320,7 +328,7 @@ class WebAuthTests(unittest.TestCase):
         refused = [line for line in browser_lines if re.search(r'HTTP/1\.1" 401 ', line)]
         self.assertEqual(len(refused), 1, refused)
         self.assertIn('"GET / HTTP/1.1" 401 ', refused[0])
-        for request in ("GET /static/app.js", "GET /api/v1/messages",
+        for request in ("GET /static/", "GET /api/v1/messages",
                         f"GET /view/{self.message_id}.html"):
             self.assertTrue(any(f'"{request}' in line and '" 200 ' in line
                                 for line in browser_lines), (request, browser_lines))

@@ -87,7 +87,7 @@ class RequiredTests(GuardTestCase):
         routes = [(m, p) for m, p in every_route() if p.encode() not in OPEN_PATHS]
         self.assertIn(("GET", "/"), routes)
         self.assertIn(("GET", "/api/events"), routes)
-        extra = [("GET", "/static/app.js"), ("GET", "/no/such/page"), ("POST", "/"),
+        extra = [("GET", "/static/js/main.js"), ("GET", "/no/such/page"), ("POST", "/"),
                  ("GET", "/livez/"), ("GET", "/readyz/x"), ("GET", "/%6civez")]
         for method, path in routes + extra:
             self.assert_challenged(method, path)
