@@ -54,6 +54,7 @@ _SCHEMA: dict[str, dict[str, tuple[Parser, str | None]]] = {
         "max_age": (values.parse_duration, "0"),
         "isolation": (values.parse_choice(("none", "user")), "none"),
         "chaos": (values.parse_bool, "false"),
+        "max_sessions": (values.parse_count, "1000"),
     },
     "tls": {
         "cert": (_path, ""),
@@ -125,6 +126,8 @@ class MailsinkSettings:
     max_age: int
     isolation: str
     chaos: bool
+    max_sessions: int
+    """SMTP sessions kept for the Sessions view (the newest; 0 keeps none)."""
 
 
 @attrs.frozen

@@ -40,6 +40,8 @@ class Envelope:
     user: str | None = None
     listener: str = ""
     """The INI section of the listener that took the message, e.g. C{smtp:submission}."""
+    session: str = ""
+    """The ID of the SMTP session that brought it (see L{mailsink.sessions})."""
     received_at: float = attrs.field(factory=time.time)
 
 
@@ -114,6 +116,8 @@ def received_header(envelope: Envelope, hostname: str, message_id: str) -> str:
         parts.append(f"\t(Authenticated sender: {_one_line(envelope.user)})")
     short_id = message_id.split(".", 2)[1] if message_id.count(".") >= 2 else message_id
     server = f"mailsink, listener {envelope.listener}" if envelope.listener else "mailsink"
+    if envelope.session:
+        server += f", session {envelope.session}"
     parts.append(f"\tby {hostname} ({server}) with {envelope.protocol} id {short_id}")
     moment = datetime.datetime.fromtimestamp(envelope.received_at, datetime.UTC)
     date = email.utils.format_datetime(moment).replace("-0000", "+0000") + " (UTC)"

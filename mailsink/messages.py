@@ -38,6 +38,8 @@ class Transport:
     rcpt_to: tuple[str, ...] = ()
     listener: str = ""
     protocol: str = ""
+    session: str = ""
+    """The ID of the SMTP session that brought the message ("" if not known)."""
 
     def to_json(self) -> dict[str, Any]:
         tls = ({"Version": self.tls_version, "Cipher": self.tls_cipher or ""}
@@ -45,7 +47,7 @@ class Transport:
         return {"RemoteAddress": self.remote_address, "Helo": self.helo, "TLS": tls,
                 "Username": self.username, "MailFrom": self.mail_from,
                 "RcptTo": list(self.rcpt_to), "Listener": self.listener,
-                "Protocol": self.protocol}
+                "Protocol": self.protocol, "SessionID": self.session}
 
 
 @attrs.frozen
@@ -147,6 +149,7 @@ class MessageView:
             "Inline": [p.to_json() for p in self.inline],
             "Attachments": [p.to_json() for p in self.attachments],
             "Transport": self.facts.transport.to_json(),
+            "SessionID": self.facts.transport.session,
         }
 
 

@@ -32,6 +32,10 @@ class Metrics:
         self.auth_failures = Counter("mailsink_auth_failures",
                                      "Failed logins (SMTP AUTH, POP3, IMAP)",
                                      ["listener"], registry=self.registry)
+        self.sessions = Counter("mailsink_smtp_sessions",
+                                "SMTP sessions ended, by outcome (delivered, refused, failed, "
+                                "no-mail, dropped)", ["listener", "outcome"],
+                                registry=self.registry)
         self.messages = Gauge("mailsink_messages", "Messages in the index now",
                               registry=self.registry)
         self.deleted = Counter("mailsink_messages_deleted", "Messages deleted or pruned",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import resource
 from collections.abc import Callable
 from typing import Any
@@ -39,12 +40,14 @@ from mailsink.maildir import Maildir
 from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
 from mailsink.relay.pool import RelayService
+from mailsink.sessions.diagnosis import ListenerHints
+from mailsink.sessions.store import SessionLog
 from mailsink.smtp.auth import AuthSetup
-from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory, ListenerHints
+from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
 from mailsink.threads import ThreadPoolService
-from mailsink.tls import load_or_generate_certificate, server_context_factory
+from mailsink.tls import GENERATED_CERT_NAME, load_or_generate_certificate, server_context_factory
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
 from mailsink.web.events import EventHub
@@ -83,11 +86,13 @@ def build_service(config: Config, reactor: Any) -> IService:
     if config.relay.host:
         relay = RelayService(config.relay, reactor, config.mailsink.hostname)
         relay.setServiceParent(top)
+    sessions = _session_log(config, metrics, reactor)
+    sessions.setServiceParent(top)
     index = _index_service(config, store, metrics, reactor)
     if index is not None:
         index.setServiceParent(top)
         _web_listeners(config, index.index, checker, metrics, reactor, top, chaos,
-                       store.maildir, relay=relay)
+                       store.maildir, relay=relay, sessions=sessions)
         if relay is not None and config.relay.auto_relay:
             relay.watch(index.index, lambda path: store.run_blocking(lambda: _read(path)))
     tls_context = _tls_context(config)
@@ -107,7 +112,7 @@ def build_service(config: Config, reactor: Any) -> IService:
             auth=listener.auth,
             allow_insecure=config.auth.allow_insecure,
             long_lines=listener.long_lines,
-            hints=_hints(listener, smtp),
+            hints=_hints(listener, smtp, config),
             chaos=chaos,
         )
         if listener.auth == "required" and checker is None:
@@ -115,7 +120,7 @@ def build_service(config: Config, reactor: Any) -> IService:
                               "configured; set [auth] password_file or accept_any, or "
                               "MAILSINK_AUTH")
         factory = SMTPFactory(settings, portal, tls_context, reactor, auth_setup=auth_setup,
-                              metrics=metrics)
+                              metrics=metrics, session_sink=sessions.ended)
         for description in listener.endpoints:
             wrapped: Any = factory
             if listener.tls == "implicit" and not description.startswith("ssl:"):
@@ -197,10 +202,19 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
     return service
 
 
+def _session_log(config: Config, metrics: Metrics, reactor: Any) -> SessionLog:
+    """The SMTP sessions kept for the Sessions view, counted in C{/metrics} as they end."""
+    sessions = SessionLog(config.mailsink.state_dir, config.mailsink.max_sessions, reactor)
+    sessions.listeners.append(
+        lambda session: metrics.sessions.labels(session.listener, session.outcome).inc())
+    return sessions
+
+
 def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: Metrics,
                    reactor: Any, parent: MultiService, chaos: Chaos | None = None,
                    maildir: Maildir | None = None,
-                   relay: RelayService | None = None) -> None:
+                   relay: RelayService | None = None,
+                   sessions: SessionLog | None = None) -> None:
     """One Klein site per [web] section (each may set its own auth), sharing the index."""
     web = config.enabled_listeners("web")
     if not web:
@@ -208,6 +222,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
     threads = ThreadPoolService("mailsink-web", WEB_THREADS, reactor)
     threads.setServiceParent(parent)
     hub = EventHub(reactor)
+    if sessions is not None:
+        sessions.listeners.append(lambda session: hub.index_event("session", session))
     index.subscribe(hub.index_event)
     subscribe_webhooks(web, index, reactor)
     reactor.callWhenRunning(hub.start)
@@ -220,7 +236,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                         config.auth.admins)
         app = WebApp(index, access, hub, metrics, threads.run_blocking, chaos, maildir,
                      config.mailsink.hostname, listener.section,
-                     config.mailsink.max_message_size, relay=relay)
+                     config.mailsink.max_message_size, relay=relay, sessions=sessions)
         site = Site(app.resource())
         site.displayTracebacks = False
         site.noisy = False  # mailsink logs its own line per listener
@@ -284,13 +300,29 @@ def _tls_context(config: Config) -> Any:
     return server_context_factory(certificate)
 
 
-def _hints(listener: Listener, smtp: tuple[Listener, ...]) -> ListenerHints:
-    def describe(mode: tuple[str, ...]) -> str:
-        return " or ".join(f"[{x.section}] {' '.join(x.endpoints)}" for x in smtp
-                           if x.tls in mode)
-    return ListenerHints(listener=listener.section,
-                         implicit_listeners=describe(("implicit",)),
-                         starttls_listeners=describe(("starttls", "starttls-required", "none")))
+def _hints(listener: Listener, smtp: tuple[Listener, ...], config: Config) -> ListenerHints:
+    """What the diagnoses of C{listener}'s sessions may point to instead."""
+    def describe(chosen: Callable[[Listener], bool]) -> str:
+        return " or ".join(f"[{x.section}] {_where(x.endpoints)}" for x in smtp
+                           if chosen(x) and x is not listener)
+    return ListenerHints(
+        listener=listener.section,
+        implicit_listeners=describe(lambda x: x.tls == "implicit"),
+        starttls_listeners=describe(lambda x: x.tls in ("starttls", "starttls-required",
+                                                        "none")),
+        plain_listeners=describe(lambda x: x.auth != "required" and x.tls != "implicit"),
+        certificate=config.tls.cert or os.path.join(config.mailsink.state_dir,
+                                                    GENERATED_CERT_NAME),
+        max_message_size=config.mailsink.max_message_size)
+
+
+def _where(endpoints: tuple[str, ...]) -> str:
+    """C{port 1465} for TCP and SSL endpoints; the endpoint strings otherwise."""
+    ports = [match.group(1) for e in endpoints
+             if (match := re.match(r"(?:tcp6?|ssl):(?:port=)?(\d+)", e))]
+    if len(ports) == len(endpoints):
+        return "port " + " or ".join(ports)
+    return " ".join(endpoints)
 
 
 def _credential_checker(config: Config, threads: ThreadPoolService) -> AnyOfChecker | None:

@@ -108,7 +108,7 @@ def _options(
         options.getContext()
     except SSL.Error as e:
         raise CertificateError(
-            f"{where}: OpenSSL refuses this certificate or key ({_openssl_reason(e)}); "
+            f"{where}: OpenSSL refuses this certificate or key ({openssl_reason(e)}); "
             "use an RSA key of at least 2048 bits or an EC key, signed with SHA-256 or better"
         ) from e
     return options
@@ -354,7 +354,7 @@ def _describe(
     return ServerCertificate(cert_path, key_path, fingerprint, generated, leaf.not_valid_after_utc)
 
 
-def _openssl_reason(error: SSL.Error) -> str:
+def openssl_reason(error: SSL.Error) -> str:
     """OpenSSL's reasons, without its tuple-of-lists dressing."""
     reasons = [r[2] for r in (error.args[0] if error.args else []) if len(r) == 3 and r[2]]
     return "; ".join(reasons) if reasons else _one_line(error)

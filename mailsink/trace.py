@@ -21,7 +21,8 @@ _RECEIVED = re.compile(
     r"(?:\s+\(using\s+(?P<tls_version>\S+)\s+with\s+cipher\s+(?P<tls_cipher>.*?)"
     r"(?:\s+\(\d+/\d+\s+bits\))?\))?"
     r"(?:\s+\(Authenticated\s+sender:\s+(?P<user>.*?)\))?"
-    r"\s+by\s+\S+\s+\(mailsink(?:,\s+listener\s+(?P<listener>[^)]*))?\)"
+    r"\s+by\s+\S+\s+\(mailsink(?:,\s+listener\s+(?P<listener>[^,)]*))?"
+    r"(?:,\s+session\s+(?P<session>[^\s,)]*))?\)"
     r"\s+with\s+(?P<protocol>\S+)(?:\s+id\s+\S+)?"
     r"\s*(?:for\s+<[^>]*>)?\s*;",
     re.DOTALL,
@@ -87,4 +88,5 @@ def transport(fields: Fields) -> Transport | None:
         rcpt_to=envelope_recipients(fields),
         listener=(match["listener"] or "").strip(),
         protocol=match["protocol"],
+        session=match["session"] or "",
     )

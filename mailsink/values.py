@@ -30,6 +30,14 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_FACTORS[match.group(2).upper()]
 
 
+def format_size(size: int) -> str:
+    """A byte count as L{parse_size} reads it: C{26214400} gives C{"25M"}."""
+    for unit, factor in (("G", 1024 ** 3), ("M", 1024 ** 2), ("K", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"
+
+
 def parse_duration(text: str) -> int:
     """Seconds from C{10m}-style text (s, m, h, d; a bare number is seconds)."""
     match = _DURATION.fullmatch(text.strip())

@@ -151,7 +151,8 @@ class StoreChecks(_TestCaseBase):
         received = match["received"].decode().replace("\n\t", " ").strip()
         self.assertTrue(received.startswith(f"Received: from {helo} (unknown [127.0.0.1]) "),
                         received)
-        self.assertRegex(received, r" by localhost \(mailsink, listener smtp(:[a-z]+)?\) with ")
+        self.assertRegex(received, r" by localhost \(mailsink, listener smtp(:[a-z]+)?, "
+                                   r"session [0-9a-f]{16}\) with ")
         return received
 
     def assert_plain_received(self, received: str) -> None:
@@ -541,7 +542,7 @@ class DiagnosticsTests(SharedDaemon, TestCase):
             self.assertEqual(sock.recv(1024), b"")
 
     def test_tls_client_on_starttls_port(self) -> None:
-        implicit = f"[smtp:smtps] tcp:{self.daemon.ports['smtp:smtps']}:interface=127.0.0.1"
+        implicit = f"[smtp:smtps] port {self.daemon.ports['smtp:smtps']}"
         for section in ("smtp", "smtp:submission"):
             offset = len(self.daemon.log_text())
             raw = socket.create_connection(("127.0.0.1", self.daemon.ports[section]),
@@ -552,9 +553,9 @@ class DiagnosticsTests(SharedDaemon, TestCase):
                     tls.do_handshake()
                 # Stay connected until the daemon has read the ClientHello and warned.
                 line = self.wait_for_warning("began a TLS handshake", offset, timeout=10)
-            self.assertIn(f"[{section}] 127.0.0.1 began a TLS handshake", line)
+            self.assertIn(f"[{section}] 127.0.0.1: this client began a TLS handshake", line)
             self.assertIn("the client is set to implicit TLS", line)
-            self.assertIn(f"Point it at {implicit}", line)
+            self.assertIn(f"point it at {implicit}", line)
 
     def test_silent_client_on_implicit_port(self) -> None:
         offset = len(self.daemon.log_text())
@@ -565,9 +566,10 @@ class DiagnosticsTests(SharedDaemon, TestCase):
         line = self.wait_for_warning("expects TLS from the first byte", offset, timeout=15)
         elapsed = time.monotonic() - started
         self.assertGreater(elapsed, 8, "warned before the client had 10 s to start TLS")
-        self.assertIn("[smtp:smtps] 127.0.0.1 sent no TLS handshake within 10 s", line)
+        self.assertIn("[smtp:smtps] 127.0.0.1: this client sent no TLS handshake within 10 s",
+                      line)
         self.assertIn("the client is set to plain SMTP or STARTTLS", line)
-        self.assertIn(f"[smtp] tcp:{self.daemon.ports['smtp']}:interface=127.0.0.1", line)
+        self.assertIn(f"[smtp] port {self.daemon.ports['smtp']}", line)
         self.assert_hung_up(sock)
 
     def test_cleartext_client_on_implicit_port(self) -> None:
@@ -579,7 +581,8 @@ class DiagnosticsTests(SharedDaemon, TestCase):
         sock.sendall(b"EHLO x\r\n")
         line = self.wait_for_warning("expects TLS from the first byte", offset, timeout=5)
         self.assertLess(time.monotonic() - started, 5)
-        self.assertIn("[smtp:smtps] 127.0.0.1 sent SMTP commands in the clear", line)
+        self.assertIn("[smtp:smtps] 127.0.0.1: this client sent SMTP commands in the clear",
+                      line)
         self.assertIn("the client is set to plain SMTP or STARTTLS", line)
         self.assert_hung_up(sock)
 

@@ -154,7 +154,8 @@ class ConversationTests(ProtocolTestCase):
                                             b"Delivered-To: b@example.com",
                                             b"Delivered-To: c@example.com"])
         self.assertEqual(header_lines[3], b"Received: from client.test (unknown [192.168.1.1])")
-        self.assertIn(b"by sink.test (mailsink, listener smtp) with ESMTP id", headers)
+        self.assertRegex(headers, rb"by sink.test \(mailsink, listener smtp, session "
+                                  rb"[0-9a-f]{16}\) with ESMTP id")
         self.assertTrue(headers.endswith(b"Subject: hi"))
 
     def test_ok_reply_names_stored_file(self) -> None:

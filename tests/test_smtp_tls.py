@@ -25,7 +25,8 @@ from twisted.trial.unittest import TestCase
 
 from mailsink.maildir import Maildir
 from mailsink.realm import build_portal
-from mailsink.smtp.diagnostics import SILENCE_TIMEOUT, ImplicitTLSWatchFactory, ListenerHints
+from mailsink.sessions.diagnosis import SILENCE_TIMEOUT, ListenerHints
+from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
 from mailsink.tls import load_or_generate_certificate, server_context_factory

@@ -380,7 +380,7 @@ class ServerTests(WebTestCase):
         served = set()
         for rule in self.web.app.url_map.iter_rules():
             path = rule.rule.replace("<string:message_id>", "{ID}").replace(
-                "<string:part_id>", "{PartID}")
+                "<string:part_id>", "{PartID}").replace("<string:session_id>", "{ID}")
             for method in rule.methods or ():
                 if method in ("HEAD", "OPTIONS"):
                     continue

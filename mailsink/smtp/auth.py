@@ -60,6 +60,7 @@ class SMTPAuthentication:
     delivery: Any
     _from: Any
     _onLogout: Any
+    session: Any
     transport: Any
     reply: Callable[[int, str], None]
     client_address: Callable[[], str]
@@ -85,6 +86,8 @@ class SMTPAuthentication:
         code = chaos.should_fail(kind) if chaos is not None else None
         if code is not None:
             self.metrics.rejected.labels(self.settings.listener, "chaos").inc()
+            if self.session is not None:
+                self.session.problem("chaos", f"{kind} answered {code}")
             log.info("[{listener}] chaos: answered {code} to {client} ({kind})",
                      listener=self.settings.listener, code=code,
                      client=self.client_address(), kind=kind)
@@ -184,6 +187,9 @@ class SMTPAuthentication:
         self.authenticated = True
         assert self.auth_setup is not None
         self.auth_setup.throttle.succeeded(self.client_address())
+        if self.session is not None:
+            self.session.login(self.delivery.user or self._sasl_user,
+                               mechanism.name if mechanism else "", succeeded=True)
         log.info("[{listener}] {client} authenticated as {user} ({mechanism})",
                  listener=self.settings.listener, client=self.client_address(),
                  user=self.delivery.user, mechanism=mechanism.name if mechanism else "?")
@@ -200,6 +206,8 @@ class SMTPAuthentication:
         client = self.client_address()
         self.metrics.auth_failures.labels(self.settings.listener).inc()
         delay = self.auth_setup.throttle.failed(client)
+        if self.session is not None:
+            self.session.login(self._sasl_user, mechanism.name, succeeded=False)
         log.warn("[{listener}] authentication failed for {user!r} from {client} "
                  "({mechanism}, failure {count} from this address)",
                  listener=self.settings.listener, user=self._sasl_user, client=client,

@@ -3,33 +3,29 @@ The 465-vs-587 confusion, spotted and explained.
 
 A client set to implicit TLS that reaches a plaintext/STARTTLS port opens with a TLS
 ClientHello; a client set to plain SMTP or STARTTLS that reaches an implicit-TLS port waits
-in silence for a greeting that never comes. Each case is logged once, with what to change.
+in silence for a greeting that never comes. Each case is logged once, with what to change,
+in the words of the session's diagnosis (L{mailsink.sessions.diagnosis}), and told to the
+session.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from mailsink.sessions.diagnosis import (
+    SILENCE_TIMEOUT,
+    ListenerHints,
+    plaintext_on_implicit_port,
+)
+from mailsink.sessions.record import SessionRecorder
+
 log = Logger()
 
-SILENCE_TIMEOUT = 10.0
-"""Seconds an implicit-TLS client may stay silent before it is taken for a plaintext one."""
-
 _SMTP_VERBS = (b"EHLO", b"HELO", b"QUIT", b"MAIL", b"RSET", b"NOOP", b"STAR")
-
-
-@attrs.frozen
-class ListenerHints:
-    """How to name this listener and the ones serving the other TLS modes, in warnings."""
-
-    listener: str
-    implicit_listeners: str = ""
-    starttls_listeners: str = ""
 
 
 def looks_like_tls_client_hello(data: bytes) -> bool:
@@ -44,24 +40,20 @@ def looks_like_plaintext_smtp(data: bytes) -> bool:
     return data[:4].upper() in _SMTP_VERBS
 
 
-def tls_on_plaintext_port(hints: ListenerHints, client: str) -> None:
-    """Warn that a client set to implicit TLS reached a plaintext/STARTTLS listener."""
-    where = hints.implicit_listeners or "a listener with tls = implicit (add one)"
-    log.warn("[{listener}] {client} began a TLS handshake, but this listener speaks plain "
-             "SMTP (STARTTLS on request): the client is set to implicit TLS (SSL/TLS, the "
-             "port 465 style). Point it at {where}, or set its security to STARTTLS.",
-             listener=hints.listener, client=client, where=where)
+def warn(hints: ListenerHints, client: str, sentence: str) -> None:
+    """The log's line for a recognised mistake: the session's diagnosis, word for word."""
+    log.warn("[{listener}] {client}: {sentence}", listener=hints.listener, client=client,
+             sentence=sentence)
 
 
-def plaintext_on_implicit_port(hints: ListenerHints, client: str, spoke: bool) -> None:
-    """Warn that a client set to plain SMTP/STARTTLS reached an implicit-TLS listener."""
-    what = ("sent SMTP commands in the clear" if spoke
-            else f"sent no TLS handshake within {SILENCE_TIMEOUT:g} s")
-    where = hints.starttls_listeners or "a listener with tls = starttls (add one)"
-    log.warn("[{listener}] {client} {what}, but this listener expects TLS from the first "
-             "byte: the client is set to plain SMTP or STARTTLS (the port 587 style) and "
-             "waits for a greeting. Point it at {where}, or set its security to SSL/TLS.",
-             listener=hints.listener, client=client, what=what, where=where)
+def _recorder_of(protocol: Any) -> SessionRecorder | None:
+    """The session of the SMTP protocol inside the TLS wrapper(s), if it keeps one."""
+    while protocol is not None:
+        recorder = getattr(protocol, "session", None)
+        if isinstance(recorder, SessionRecorder):
+            return recorder
+        protocol = getattr(protocol, "wrappedProtocol", None)
+    return None
 
 
 class _FirstBytesWatch(ProtocolWrapper):
@@ -81,8 +73,7 @@ class _FirstBytesWatch(ProtocolWrapper):
             self._seen = True
             self._cancel()
             if looks_like_plaintext_smtp(data):
-                plaintext_on_implicit_port(self.factory.hints, self._client(), spoke=True)
-                self.transport.abortConnection()
+                self._mistaken("plaintext-on-implicit", spoke=True)
                 return
         super().dataReceived(data)
 
@@ -92,7 +83,15 @@ class _FirstBytesWatch(ProtocolWrapper):
 
     def _silent(self) -> None:
         self._timer = None
-        plaintext_on_implicit_port(self.factory.hints, self._client(), spoke=False)
+        self._mistaken("silent-on-implicit", spoke=False)
+
+    def _mistaken(self, problem: str, spoke: bool) -> None:
+        """A client set to plain SMTP or STARTTLS: tell the log and its session, hang up."""
+        warn(self.factory.hints, self._client(),
+             plaintext_on_implicit_port(self.factory.hints, spoke))
+        recorder = _recorder_of(self.wrappedProtocol)
+        if recorder is not None:
+            recorder.problem(problem)
         self.transport.abortConnection()
 
     def _cancel(self) -> None:

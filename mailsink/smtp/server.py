@@ -15,10 +15,12 @@ Twisted leaves (see C{shared/style.md}).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+from OpenSSL import SSL
 from twisted.cred.credentials import Anonymous
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IHandshakeListener
@@ -29,17 +31,17 @@ from zope.interface import implementer
 
 from mailsink.chaos import Chaos
 from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
+from mailsink.index_codec import message_id
 from mailsink.maildir import IncomingMessage
 from mailsink.metrics import Metrics
 from mailsink.pipelining import PipelinedInput
+from mailsink.sessions.diagnosis import ListenerHints, diagnose, tls_on_plaintext_port
+from mailsink.sessions.record import Session, SessionRecorder
 from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
 from mailsink.smtp.body import MAX_LINE, DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
-from mailsink.smtp.diagnostics import (
-    ListenerHints,
-    looks_like_tls_client_hello,
-    tls_on_plaintext_port,
-)
+from mailsink.smtp.diagnostics import looks_like_tls_client_hello, warn
+from mailsink.tls import openssl_reason
 
 log = Logger()
 
@@ -84,7 +86,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
     max_line = MAX_COMMAND_LINE
 
     def __init__(self, settings: SMTPSettings, portal: Any, tls_context: Any = None,
-                 auth_setup: AuthSetup | None = None, metrics: Metrics | None = None) -> None:
+                 auth_setup: AuthSetup | None = None, metrics: Metrics | None = None,
+                 session_sink: Callable[[Session], None] | None = None) -> None:
         offer_starttls = settings.tls_mode in ("starttls", "starttls-required")
         super().__init__(contextFactory=tls_context if offer_starttls else None)
         self.settings = settings
@@ -99,10 +102,21 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self._recipients: list[str] = []
         self._decoder: DataDecoder | None = None
         self._message: IncomingMessage | None = None
+        self._session_sink = session_sink
+        self.session: SessionRecorder | None = None
+        """This connection's session (see L{mailsink.sessions}), from connectionMade on."""
 
     # Connection and input.
 
     def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        port = getattr(peer, "port", None)
+        client = self.client_address()
+        self.session = SessionRecorder(
+            self.settings.listener,
+            client if port is None else (f"[{client}]:{port}" if ":" in client
+                                         else f"{client}:{port}"),
+            time.time)
         super().connectionMade()
         if self.factory is not None:
             self.factory.connections += 1
@@ -110,8 +124,12 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
 
     def handshakeCompleted(self) -> None:
         """Count TLS handshakes by version (implicit TLS and STARTTLS alike)."""
-        version = self.transport.getHandle().get_protocol_version_name()
+        handle = self.transport.getHandle()
+        version = handle.get_protocol_version_name()
         self.metrics.tls_handshakes.labels(self.settings.listener, version).inc()
+        if self.session is not None:
+            self.session.tls_started("starttls" if self.startedTLS else "implicit", version,
+                                     handle.get_cipher_name() or "")
 
     def greeting(self) -> bytes:
         return self.host + b" ESMTP mailsink"
@@ -123,7 +141,10 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         if self._first_bytes:
             self._first_bytes = False
             if not self.tls_active and looks_like_tls_client_hello(data):
-                tls_on_plaintext_port(self.settings.hints, self.client_address())
+                warn(self.settings.hints, self.client_address(),
+                     tls_on_plaintext_port(self.settings.hints))
+                if self.session is not None:
+                    self.session.problem("tls-on-plaintext")
                 self.transport.abortConnection()
                 return
         self.resetTimeout()
@@ -143,13 +164,23 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         """Send one reply; C{text} starts with the enhanced status code, lines split on \\n."""
         self.sendCode(code, text.encode("utf-8"))
 
+    def sendCode(self, code: int, message: bytes = b"") -> None:
+        if self.session is not None:
+            self.session.server_said(code, message.decode("utf-8", "replace"))
+        super().sendCode(code, message)
+
     def lineReceived(self, line: bytes) -> None:
         self.resetTimeout()
         if self.in_sasl_exchange():
+            self._heard("***")  # a SASL response: a password, however encoded
             self.sasl_line(line)
             return
         verb, _, rest = line.strip().partition(b" ")
         verb = verb.upper()
+        if verb == b"AUTH" and b" " in rest.strip():
+            self._heard(f"AUTH {rest.split()[0].decode('ascii', 'replace')} ***")
+        else:
+            self._heard(line.decode("utf-8", "replace"))
         if not verb.isalpha():
             self.reply(500, "5.5.2 Error: bad syntax")
             return
@@ -166,11 +197,16 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         except Reply as answer:
             self.reply(answer.code, answer.text)
 
+    def _heard(self, text: str) -> None:
+        if self.session is not None:
+            self.session.client_said(text)
+
     def timeoutConnection(self) -> None:
         self.reply(421, f"4.4.2 {self.settings.hostname} Error: timeout exceeded")
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self._end_session(reason)
         if self._message is not None:
             self._message.abort()
             self._message = None
@@ -179,6 +215,23 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             self.factory.connections -= 1
         self.metrics.connections.labels(self.settings.listener).dec()
         super().connectionLost(reason)
+
+    def _end_session(self, reason: Failure | None) -> None:
+        """Settle this connection's session and hand it on (once)."""
+        session = self.session
+        if session is None:
+            return
+        why = ""
+        if reason is not None and isinstance(reason.value, SSL.Error):
+            why = openssl_reason(reason.value)
+            session.problem("tls-failed", why)
+        elif self._decoder is not None and not self._decoder.skipping:
+            session.data_octets = self._decoder.wire_bytes
+            session.problem("data-dropped")
+        if not session.end(f"connection closed{': ' + why if why else ''}"):
+            return
+        if self._session_sink is not None:
+            self._session_sink(session.freeze(*diagnose(session, self.settings.hints)))
 
     # Commands.
 
@@ -210,6 +263,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         if not rest:
             raise Reply(501, f"5.5.4 Syntax: {'EHLO' if esmtp else 'HELO'} hostname")
         self._reset_transaction()
+        if self.session is not None:
+            self.session.helo = rest.decode("utf-8", "replace")
         self._helo = (rest, self.client_address().encode())
         self._esmtp = esmtp
 
@@ -255,6 +310,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
     def _sender_accepted(self, address: str, parameters: dict[str, str | None]) -> None:
         self._from = address
         self._smtputf8 = "SMTPUTF8" in parameters
+        if self.session is not None:
+            self.session.in_transaction = True
         self.reply(250, "2.1.0 Ok")
 
     def _refused(self, failure: Failure) -> None:
@@ -313,6 +370,7 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             tls_bits=bits,
             user=getattr(self.delivery, "user", None),
             listener=self.settings.listener,
+            session=self.session.id if self.session is not None else "",
         )
 
     def _protocol_name(self) -> str:
@@ -343,6 +401,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         decoder, message = self._decoder, self._message
         self._decoder = self._message = None
         self._reset_transaction()
+        if self.session is not None:
+            self.session.note(f"message data: {decoder.wire_bytes} octets")
         limit = self.settings.max_message_size
         if limit and size > limit:
             self.metrics.rejected.labels(self.settings.listener, "size").inc()
@@ -363,6 +423,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
     def _stored(self, name: str, size: int) -> None:
         self.metrics.received.labels(self.settings.listener).inc()
         self.metrics.received_bytes.labels(self.settings.listener).inc(size)
+        if self.session is not None:
+            self.session.stored(message_id(name))
         log.info("[{listener}] stored {name} from {client}",
                  listener=self.settings.listener, name=name, client=self.client_address())
         self.reply(250, f"2.0.0 Ok: queued as {name}")
@@ -379,6 +441,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self._from = None
         self._recipients = []
         self._smtputf8 = False
+        if self.session is not None:
+            self.session.in_transaction = False
 
     def do_RSET(self, rest: bytes) -> None:
         self._reset_transaction()
@@ -394,6 +458,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self.reply(214, "2.0.0 See RFC 5321")
 
     def do_QUIT(self, rest: bytes) -> None:
+        if self.session is not None:
+            self.session.quit = True
         self.reply(221, "2.0.0 Bye")
         self.transport.loseConnection()
 

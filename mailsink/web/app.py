@@ -17,7 +17,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.static import File
 from twisted.web.websocket import WebSocketResource
 
 from mailsink import __version__, mime
@@ -30,6 +29,7 @@ from mailsink.web.guard import Guard
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
 from mailsink.web.routing import NotFound, app, for_viewer
 from mailsink.web.sessions import SessionRoutes
+from mailsink.web.static_files import StaticFiles
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -91,7 +91,7 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
 
     @app.route("/static/", branch=True, methods=["GET"])
     def static(self, request: IRequest) -> Any:
-        return File(STATIC)
+        return StaticFiles(STATIC)
 
     @app.route("/api/v1/swagger.json", methods=["GET"])
     def swagger(self, request: IRequest) -> bytes:

@@ -1,7 +1,8 @@
 """
 Live updates: index events fanned out to browsers over Server-Sent Events (mailsink's own
 page, C{/api/v1/events}) and WebSocket (Mailpit's C{/api/events}), in Mailpit's shape
-C{{"Type": "new"|"update"|"delete"|"truncate"|"stats", "Data": ...}}.
+C{{"Type": "new"|"update"|"delete"|"truncate"|"stats", "Data": ...}}, and mailsink's
+C{session} (an SMTP session ended; its summary as C{GET /api/v1/sessions} lists it).
 
 Each listener sees only events about the mailboxes it may read.
 """
@@ -18,6 +19,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mailsink.messages import Summary
+from mailsink.realm import mailbox_folder
+from mailsink.sessions.record import Session
 
 log = Logger()
 
@@ -99,6 +102,12 @@ def _data_for(kind: str, payload: Any, mailboxes: Collection[str] | None) -> Any
         return summary.to_json()
     if kind == "delete":
         return {"IDs": list(payload)}
+    if kind == "session":
+        session: Session = payload
+        if mailboxes is not None and not (session.logged_in
+                                          and mailbox_folder(session.user) in mailboxes):
+            return _SKIP
+        return session.summary_json()
     return payload
 
 

@@ -24,6 +24,7 @@ from mailsink.maildir import Maildir
 from mailsink.messages import Summary
 from mailsink.metrics import Metrics
 from mailsink.relay.pool import RelayService
+from mailsink.sessions.store import SessionLog, no_sessions
 from mailsink.threads import RunBlocking
 from mailsink.web.access import Access, Viewer
 from mailsink.web.events import EventHub
@@ -31,6 +32,8 @@ from mailsink.web.requests import BadRequest, query_argument
 
 app = Klein()
 """Every route and error handler, whichever module defines it."""
+
+_NO_SESSIONS = no_sessions()
 
 
 class NotFound(Exception):
@@ -61,7 +64,8 @@ class Routes:
                  maildir: Maildir | None = None,
                  hostname: str = "localhost", listener: str = "web",
                  max_message_size: int = 25 * 1024 * 1024,
-                 relay: RelayService | None = None) -> None:
+                 relay: RelayService | None = None,
+                 sessions: SessionLog | None = None) -> None:
         self.index = index
         self.access = access
         self.hub = hub
@@ -76,6 +80,8 @@ class Routes:
         self.hostname = hostname
         self.listener = listener
         self.max_message_size = max_message_size
+        self.sessions: Any = sessions if sessions is not None else _NO_SESSIONS
+        """The SMTP sessions kept (L{mailsink.sessions}); an empty log when none are."""
 
     @app.handle_errors(BadRequest)
     def _bad_request(self, request: IRequest, failure: Any) -> bytes:
