@@ -350,11 +350,13 @@ def run_ls(arguments: argparse.Namespace) -> int:
     if not os.path.isdir(root):
         raise CommandFailed(f"{root} is not a folder: has mailsink stored anything yet? "
                             f"(or give the Maildir, or -c INI)")
+    encoding = sys.stdout.encoding or "utf-8"  # a subject the terminal cannot show: "?"
     for item in store_view.listing(root):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.received))
         mailbox = f"[{item.mailbox}] " if item.mailbox else ""
-        print(f"{item.id}  {when}  {' ' if item.read else 'N'}  {mailbox}{item.sender or '-'}  "
-              f"{item.subject}")
+        line = (f"{item.id}  {when}  {' ' if item.read else 'N'}  {mailbox}"
+                f"{item.sender or '-'}  {item.subject}")
+        print(line.encode(encoding, "replace").decode(encoding))
     return 0
 
 

@@ -1,13 +1,13 @@
 """
 A stored message's bytes -> the facts, bodies and parts the views show.
 
-Pure, and no exception escapes for any input. The MIME tree is cut along its boundaries here,
-within bounds the standard library's feed parser lacks (it recurses per nesting level and
-checks every enclosing boundary on every line: 200 levels take 0.13 s, 1,000 raise
-C{RecursionError}): multiparts nest at most L{MAX_DEPTH} deep (a deeper one is one opaque
-part), a message has at most L{MAX_PARTS} parts (later ones are ignored), header blocks are
-read up to L{MAX_HEADER_BYTES}, returned bodies are cut at L{MAX_BODY} bytes. C{email} reads
-each header block and its values (parameters, RFC 2231 names, addresses, dates).
+Pure, and no exception escapes for any input. The MIME tree is cut along its boundaries by
+L{mailsink.mime_cut}, within bounds the standard library's feed parser lacks (it recurses per
+nesting level and checks every enclosing boundary on every line: 200 levels take 0.13 s,
+1,000 raise C{RecursionError}): multiparts nest at most L{MAX_DEPTH} deep (a deeper one is
+one opaque part), a message has at most L{MAX_PARTS} parts (later ones are ignored), header
+blocks are read up to L{MAX_HEADER_BYTES}, returned bodies are cut at L{MAX_BODY} bytes.
+C{email} reads each header block and its values (parameters, RFC 2231 names, addresses, dates).
 
 PartIDs are Mailpit's (enmime's): the top-level multipart's children are C{"1"}, C{"2"}, ...,
 a nested multipart's C{"2.1"}, C{"2.2"}; a message that is not multipart is part C{"1"}; a
@@ -37,6 +37,7 @@ from urllib.parse import quote, unquote
 
 from mailsink import trace
 from mailsink.messages import Address, Facts, MessageView, Part, Transport
+from mailsink.mime_cut import Budget, boundary, header_end, media_type, split, tame
 from mailsink.mime_text import (
     decode_text,
     decode_words,
@@ -53,16 +54,10 @@ MAX_PARTS = 1000
 MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY = 4 * 1024 * 1024
 SNIPPET_LENGTH = 250
-_MAX_SCAN_STEPS = 100_000
-"""Boundary search steps per message: lines that merely start like a delimiter count too."""
-_MAX_PARAMETERS = 8192
-_PARAMETERIZED = ("content-type", "content-disposition")
 _SNIPPET_TEXT_BYTES = 16 * 1024
 _SNIPPET_HTML_BYTES = 256 * 1024
 
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
-_DELIMITER_END = re.compile(rb"(--)?[ \t]*(?:\r\n|\n|\r|\Z)")
-_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _CHARSET = re.compile(r"[A-Za-z0-9._:+-]{1,40}")
 _MESSAGE_ID = re.compile(r"<([^<>]*)>")
 _PART_ID = re.compile(rf"[1-9][0-9]{{0,5}}(?:\.[1-9][0-9]{{0,5}}){{0,{MAX_DEPTH}}}")
@@ -88,12 +83,6 @@ class _Entity:
     filename: str = ""
     content_id: str = ""
     encoding: str = ""
-
-
-@dataclasses.dataclass(slots=True)
-class _Budget:
-    parts: int = 0
-    steps: int = _MAX_SCAN_STEPS
 
 
 def facts(raw: bytes) -> Facts:
@@ -174,29 +163,28 @@ def _payload(raw: bytes, entity: _Entity) -> tuple[str, str, bytes]:
 # The tree.
 
 def _tree(raw: bytes) -> _Entity:
-    budget = _Budget()
+    budget = Budget(MAX_PARTS)
     root = _entity(raw, 0, len(raw), "", 0, budget, "text/plain")
     if not root.container:
         root.part_id = "1"
     return root
 
 
-def _entity(raw: bytes, start: int, end: int, part_id: str, depth: int, budget: _Budget,
+def _entity(raw: bytes, start: int, end: int, part_id: str, depth: int, budget: Budget,
             default_type: str) -> _Entity:
     budget.parts += 1
-    header_end, body_start = _header_end(raw, start, end)
-    message = _HEADER_PARSER.parsebytes(raw[start:min(header_end, start + MAX_HEADER_BYTES)])
+    head_end, body_start = header_end(raw, start, end)
+    message = _HEADER_PARSER.parsebytes(raw[start:min(head_end, start + MAX_HEADER_BYTES)])
     fields = [(name, unfold(header_text(value))) for name, value in message.raw_items()]
     entity = _Entity(part_id, fields, body_start, end)
     _describe(entity, message, default_type)
     if entity.content_type.startswith("multipart/") and depth < MAX_DEPTH:
         entity.container = True
-        boundary = _safe(lambda: (message.get_boundary() or "").encode("utf-8", "surrogateescape"),
-                         b"")
+        delimiter = boundary(message)
         child_type = "message/rfc822" if entity.content_type == "multipart/digest" \
             else "text/plain"
-        if boundary:
-            spans = _split(raw, body_start, end, boundary, budget)
+        if delimiter:
+            spans = split(raw, body_start, end, delimiter, budget)
             for number, (child_start, child_end) in enumerate(spans, 1):
                 if budget.parts >= MAX_PARTS:
                     break
@@ -207,13 +195,8 @@ def _entity(raw: bytes, start: int, end: int, part_id: str, depth: int, budget: 
 
 
 def _describe(entity: _Entity, message: Message, default_type: str) -> None:
-    message.set_default_type(default_type)
-    for name, value in message.raw_items():  # email's parameter parsing is quadratic in ";"
-        if len(value) > _MAX_PARAMETERS and name.lower() in _PARAMETERIZED:
-            message.replace_header(name, value[:_MAX_PARAMETERS])
-    content_type = _safe(message.get_content_type, default_type)
-    entity.content_type = (content_type if _MEDIA_TYPE.fullmatch(content_type)
-                           else "application/octet-stream")
+    tame(message)
+    entity.content_type = media_type(message, default_type)
     entity.charset = _safe(lambda: header_text(message.get_content_charset() or ""), "")
     entity.disposition = _safe(lambda: message.get_content_disposition() or "", "")
     filename = _safe(lambda: message.get_filename() or "", "")
@@ -224,49 +207,6 @@ def _describe(entity: _Entity, message: Message, default_type: str) -> None:
             entity.content_id = trace.angle_free(value)
         elif lowered == "content-transfer-encoding" and not entity.encoding:
             entity.encoding = value.strip().lower()
-
-
-def _header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
-    """Where the header block ends and the body begins (at the first empty line)."""
-    for first in (b"\n", b"\r\n"):
-        if raw.startswith(first, start, end):
-            return start, start + len(first)
-    for stop in (min(end, start + 65536), end):  # a short search first: CRLF files lack \n\n
-        lf = raw.find(b"\n\n", start, stop)
-        crlf = raw.find(b"\n\r\n", start, stop if lf < 0 else lf)
-        if crlf >= 0:
-            return crlf + 1, crlf + 3
-        if lf >= 0:
-            return lf + 1, lf + 2
-    return end, end
-
-
-def _split(raw: bytes, start: int, end: int, boundary: bytes,
-           budget: _Budget) -> list[tuple[int, int]]:
-    """The body spans between the delimiter lines of one multipart body."""
-    needle = b"\n--" + boundary
-    spans: list[tuple[int, int]] = []
-    part_start = -1
-    position = max(start - 1, 0)
-    while budget.steps > 0 and budget.parts + len(spans) < MAX_PARTS:
-        budget.steps -= 1
-        found = raw.find(needle, position, end)
-        if found < 0:
-            break
-        tail = _DELIMITER_END.match(raw, found + len(needle), end)
-        if tail is None:
-            position = found + len(needle)
-            continue
-        if part_start >= 0:
-            body_end = found - 1 if raw[found - 1:found] == b"\r" else found
-            spans.append((part_start, max(body_end, part_start)))
-        if tail.group(1):
-            return spans
-        part_start = tail.end()
-        position = part_start - 1 if raw[part_start - 1:part_start] == b"\n" else part_start
-    if part_start >= 0 and budget.parts + len(spans) < MAX_PARTS:
-        spans.append((part_start, end))
-    return spans
 
 
 def _leaves(entity: _Entity) -> Iterator[_Entity]:

@@ -16,6 +16,7 @@ _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64)))
 _ASCII_NAMES = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us"})
 _SLOW_CODECS = frozenset({"punycode", "idna"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _LINE_BREAK = re.compile(r"\r?\n[ \t]*")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _HTML_TOKEN = re.compile(
@@ -78,7 +79,11 @@ def transfer_decode(data: bytes, encoding: str) -> bytes | None:
 
 
 def decode_text(data: bytes, charset: str) -> str:
-    """Text in its declared charset; unknown charsets read as UTF-8 with replacements."""
+    """
+    Text in its declared charset; unknown charsets read as UTF-8 with replacements. Never
+    a lone surrogate (C{unicode_escape} or C{utf-7} can make one), which no UTF-8 encoder,
+    JSON writer or database takes: each becomes U+FFFD.
+    """
     charset = charset.strip().lower()
     if charset and charset not in _ASCII_NAMES:
         try:
@@ -87,7 +92,7 @@ def decode_text(data: bytes, charset: str) -> str:
             codec = "utf-8"
         try:
             if codec not in _SLOW_CODECS:
-                return data.decode(codec, "replace")
+                return _SURROGATE.sub("\ufffd", data.decode(codec, "replace"))
         except Exception:  # a bytes-to-bytes codec, or one without "replace"
             pass
         return data.decode("utf-8", "replace")

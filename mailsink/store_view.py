@@ -76,9 +76,17 @@ def listing(root: str) -> list[Listed]:
         facts = mime.facts(head)
         sender = facts.sender.address if facts.sender else ""
         found.append(Listed(message_id(base), mailbox, received_at(base, mtime), "S" in flags,
-                            sender, facts.subject, path))
+                            printable(sender), printable(facts.subject), path))
     found.sort(key=lambda item: (item.received, item.id), reverse=True)
     return found
+
+
+def printable(text: str) -> str:
+    """
+    Text for one terminal line: control and other unprintable characters (a line break or
+    an escape sequence decoded from a subject) become spaces, runs of spaces one.
+    """
+    return " ".join("".join(char if char.isprintable() else " " for char in text).split())
 
 
 def find(root: str, wanted: str) -> str | None:

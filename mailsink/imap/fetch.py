@@ -5,13 +5,16 @@ without holding up the reactor.
 A cheap FETCH (FLAGS, UID, RFC822.SIZE, INTERNALDATE) gets its message list, sizes and
 dates from a worker thread, then is written L{FETCH_SLICE} messages a reactor turn; STORE's
 replies go out the same way. Any other FETCH marks content it reads C{\\Seen} first, then
-goes through Twisted's FETCH, each message's content read (and parsed) in a worker thread
-before it is written, and every L{SPEW_BREAK}th message through the reactor.
+goes through Twisted's FETCH loop, each message's content items made in a worker thread
+(L{mailsink.imap.items}, not Twisted's, which raise on malformed MIME) before it is
+written, and every L{SPEW_BREAK}th message through the reactor. Items go out in
+L{fetch_order}; a literal longer than L{STREAM_OVER} is streamed as the client reads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -19,6 +22,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from mailsink.imap.items import CONTENT, Item
 from mailsink.imap.mailbox import MaildirMailbox
 from mailsink.imap.message import MaildirMessage
 
@@ -31,8 +35,9 @@ FETCH_SLICE = 2000
 """Messages answered per reactor turn by a cheap FETCH."""
 SPEW_BREAK = 50
 """Every this many messages, a FETCH yields to the reactor."""
+STREAM_OVER = 65536
+"""Literals longer than this are written through a producer, as the client reads them."""
 _CHEAP = frozenset({"flags", "uid", "rfc822size", "internaldate"})
-_NO_CONTENT = frozenset({"flags", "uid"})
 _UID = imap4._FetchParser.UID()
 
 
@@ -97,35 +102,56 @@ class IMAPFetch(imap4.IMAP4Server):
         log.failure("FETCH failed", failure)
         self.sendBadResponse(tag, b"FETCH failed: " + str(failure.value).encode())
 
-    def spewMessage(self, id: int, msg: Any, query: Any, uid: int) -> Any:
-        """Content is read (and parsed) in a worker thread first; items in L{fetch_order}."""
-        spew = super().spewMessage
-        query = fetch_order(query, bool(uid))
-        if isinstance(msg, MaildirMessage) and \
-                any(part.type not in _NO_CONTENT for part in query):
-            return msg.preload().addCallback(lambda _: spew(id, msg, query, uid))
-        return spew(id, msg, query, uid)
+    def spewMessage(self, id: int, msg: MaildirMessage, query: Any, uid: int) -> Any:
+        """One C{* n FETCH}: content items made in a worker thread, then written."""
+        items = fetch_order(query, bool(uid))
+        rendered = msg.render([part for part in items if part.type in CONTENT])
+        return rendered.addCallback(
+            lambda made: self._scheduler(self._spew(id, msg, items, iter(made))))
+
+    def _spew(self, id: int, msg: MaildirMessage, items: list[Any],
+              made: Iterator[Item]) -> Iterator[Any]:
+        """Write one message's items (C{made}: its content items, in order)."""
+        out = [b"* %d FETCH (" % (id,)]
+        for number, part in enumerate(items):
+            if number:
+                out.append(b" ")
+            if part.type in CONTENT:
+                text, literal = next(made)
+            else:
+                text, literal = self._cheap_item(part.type, msg), None
+            out.append(text)
+            if literal is None:
+                continue
+            if len(literal) <= STREAM_OVER:
+                out.append(b" {%d}\r\n%b" % (len(literal), literal))
+                continue
+            self.transport.write(b"".join(out) + b" ")
+            out = []
+            yield imap4.FileProducer(io.BytesIO(literal)).beginProducing(self.transport)
+        out.append(b")\r\n")
+        self.transport.write(b"".join(out))
+
+    def _cheap_item(self, kind: str, message: Any) -> bytes:
+        """FLAGS, UID, RFC822.SIZE or INTERNALDATE of a message."""
+        if kind == "flags":
+            return b"FLAGS (" + " ".join(message.getFlags()).encode() + b")"
+        if kind == "uid":
+            return b"UID %d" % (message.getUID(),)
+        if kind == "rfc822size":
+            return b"RFC822.SIZE %d" % (message.getSize(),)
+        chunks: list[bytes] = []
+        self.spew_internaldate(0, message, chunks.append)
+        return b"".join(chunks)
 
     def _cheap_fetch(self, tag: bytes, found: list[Any], query: Any,
                      uid: int) -> Deferred[None]:
         """FLAGS, UID, RFC822.SIZE, INTERNALDATE: written in slices, no per-item work."""
         kinds = [part.type for part in fetch_order(query, bool(uid))]
-
-        def item(kind: str, message: Any) -> bytes:
-            if kind == "flags":
-                return b"FLAGS (" + " ".join(message.getFlags()).encode() + b")"
-            if kind == "uid":
-                return b"UID %d" % (message.getUID(),)
-            if kind == "rfc822size":
-                return b"RFC822.SIZE %d" % (message.getSize(),)
-            chunks: list[bytes] = []
-            self.spew_internaldate(0, message, chunks.append)
-            return b"".join(chunks)
-
         return self._write_slices(
             tag, b"FETCH completed", found,
             lambda seq, m: b"* %d FETCH (%s)\r\n" % (
-                seq, b" ".join(item(k, m) for k in kinds)))
+                seq, b" ".join(self._cheap_item(k, m) for k in kinds)))
 
     def _run_steps(self, steps: Any) -> Deferred[None]:
         """

@@ -1,28 +1,33 @@
 """
-One message's content as IMAP serves it: CRLF line ends (the Maildir holds LF), MIME parts
-for BODY[...] and BODYSTRUCTURE, and the file reads behind FETCH, done in a worker thread:
-sizes and dates (L{measure}), and content (L{MaildirMessage.preload}).
+One message's content as IMAP serves it: CRLF line ends (the Maildir holds LF), and the
+file reads behind FETCH, done in a worker thread: sizes and dates (L{measure}), and the
+content items of a FETCH response (L{MaildirMessage.render}), made from the message's MIME
+tree (L{mailsink.imap.parts}) by L{mailsink.imap.items}.
 """
 
 from __future__ import annotations
 
-import email
-import email.message
-import email.policy
 import email.utils
 import io
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.mail import imap4
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsink.imap.entries import Entry, Moves, find_file, moves_in
 from mailsink.imap.flags import flags_of
+from mailsink.imap.items import Item, content_item
+from mailsink.imap.parts import opaque, tree
 
 if TYPE_CHECKING:
     from mailsink.imap.mailbox import MaildirMailbox
+
+log = Logger()
 
 
 def crlf(data: bytes) -> bytes:
@@ -30,62 +35,19 @@ def crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def parse(data: bytes) -> Part:
-    """The MIME tree of a message given with CRLF line ends."""
-    _head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        body = b""
-    message = email.message_from_bytes(data.replace(b"\r\n", b"\n"),
-                                       policy=email.policy.compat32)
-    return Part(message, body)
-
-
-class Part:
-    """A MIME part of a message: headers and body over C{email.message.Message}."""
-
-    def __init__(self, message: email.message.Message, raw_body: bytes | None = None) -> None:
-        self.message = message
-        self._raw_body = raw_body
-
-    def getHeaders(self, negate: bool, *names: Any) -> dict[str, str]:
-        wanted = {(n.decode("ascii", "replace") if isinstance(n, bytes) else n).lower()
-                  for n in names}
-        headers: dict[str, str] = {}
-        for key, value in self.message.items():
-            lower = key.lower()
-            if (lower in wanted) != negate:
-                headers.setdefault(lower, str(value))
-        if not negate and names and wanted == {"content-type"} and not headers:
-            headers["content-type"] = "text/plain; charset=us-ascii"
-        return headers
-
-    def _body(self) -> bytes:
-        if self._raw_body is not None:
-            return self._raw_body
-        if self.message.is_multipart():
-            text = self.message.as_bytes(policy=email.policy.compat32)
-            body = text.partition(b"\n\n")[2]
-        else:
-            payload = self.message.get_payload()
-            body = payload.encode("ascii", "surrogateescape") \
-                if isinstance(payload, str) else b""
-        return crlf(body)
-
-    def getBodyFile(self) -> io.BytesIO:
-        return io.BytesIO(self._body())
-
-    def getSize(self) -> int:
-        return len(self._body())
-
-    def isMultipart(self) -> bool:
-        return self.message.is_multipart()
-
-    def getSubPart(self, part: int) -> Part:
-        payload = self.message.get_payload()
-        if not isinstance(payload, list) or not 0 <= part < len(payload):
-            raise IndexError(part)
-        sub: Any = payload[part]
-        return Part(sub)
+def render_items(parts: Sequence[Any], data: bytes) -> tuple[list[Item], Failure | None]:
+    """
+    (Worker thread.) The content items C{parts} of a message; should its tree ever fail to
+    render, the message is rendered again as one text part with no header fields read
+    (and the failure handed back to be logged), so the connection never pays for it.
+    """
+    try:
+        root = tree(data)
+        return [content_item(part, data, root) for part in parts], None
+    except Exception:
+        failure = Failure()
+        root = opaque(data)
+        return [content_item(part, data, root) for part in parts], failure
 
 
 Measured = tuple[dict[str, int], dict[str, float], Moves]
@@ -118,13 +80,14 @@ def measure(path: str, wanted: list[tuple[str, str, str]], sizes: bool,
     return found_sizes, found_dates, scanned
 
 
-Loaded = tuple[tuple[str, str] | None, Moves, bytes, Part, float]
+Loaded = tuple[tuple[str, str] | None, Moves, int, tuple[list[Item], Failure | None], float]
 
 
-def _load(path: str, sub: str, name: str, base: str, entries: dict[int, Entry]) -> Loaded:
+def _load(path: str, sub: str, name: str, base: str, entries: dict[int, Entry],
+          parts: Sequence[Any]) -> Loaded:
     """(Worker thread.) Where a message is, the session's messages (C{entries}: read, never
-    changed) found moved, its content (CRLF line ends), its parsed MIME tree and its
-    modification time."""
+    changed) found moved, its size (CRLF line ends), its content items C{parts} (see
+    L{render_items}) and its modification time."""
     where, scanned = find_file(path, sub, name, base, None)
     raw, stamp = b"", 0.0
     if where is not None:
@@ -135,59 +98,53 @@ def _load(path: str, sub: str, name: str, base: str, entries: dict[int, Entry]) 
         except FileNotFoundError:
             raw = b""
     data = crlf(raw)
-    return where, moves_in(entries, scanned), data, parse(data), stamp
+    return where, moves_in(entries, scanned), len(data), render_items(parts, data), stamp
 
 
-@implementer(imap4.IMessage, imap4.IMessageFile)
+@implementer(imap4.IMessageFile)
 class MaildirMessage:
-    """One message file; its content is read when first asked for, then kept."""
+    """One message file of a session's mailbox, as FETCH (L{mailsink.imap.fetch}) asks."""
 
     def __init__(self, mailbox: MaildirMailbox, entry: Entry) -> None:
         self._mailbox = mailbox
         self.entry = entry
-        self._data: bytes | None = None
-        self._top: Part | None = None
 
-    def _bytes(self) -> bytes:
-        if self._data is None:
-            path = self._mailbox.locate(self.entry)
-            raw = b""
-            if path is not None:
-                try:
-                    with open(path, "rb") as file:
-                        raw = file.read()
-                except FileNotFoundError:
-                    raw = b""
-            self._data = crlf(raw)
-            self._mailbox.uid_map.sizes[self.entry.base] = len(self._data)
-        return self._data
-
-    def preload(self) -> Deferred[None]:
-        """Read and parse the content in a worker thread (before a FETCH writes it)."""
-        if self._data is not None and self._top is not None:
-            return succeed(None)
+    def render(self, parts: Sequence[Any]) -> Deferred[list[Item]]:
+        """The content items C{parts} of a FETCH (L{render_items}), made in a worker thread."""
         entry = self.entry
 
-        def loaded(found: Loaded) -> None:
-            where, moves, data, part, stamp = found
+        def loaded(found: Loaded) -> list[Item]:
+            where, moves, size, (items, failure), stamp = found
             self._mailbox.moved(moves)
             if where is not None:
                 entry.sub, entry.name = where
-            self._data, self._top = data, part
-            self._mailbox.uid_map.sizes[entry.base] = len(data)
-            if where is not None:
                 self._mailbox.uid_map.dates[entry.base] = stamp
+            self._mailbox.uid_map.sizes[entry.base] = size
+            if failure is not None:
+                log.failure("message {base} could not be rendered; sent as one text part",
+                            failure, base=entry.base)
+            return items
 
         return self._mailbox.run(_load, self._mailbox.path, entry.sub, entry.name,
-                                 entry.base, self._mailbox.entries).addCallback(loaded)
+                                 entry.base, self._mailbox.entries,
+                                 list(parts)).addCallback(loaded)
 
-    def _part(self) -> Part:
-        if self._top is None:
-            self._top = parse(self._bytes())
-        return self._top
+    def _read(self) -> bytes:
+        """The content (CRLF line ends), read on the calling thread."""
+        path = self._mailbox.locate(self.entry)
+        raw = b""
+        if path is not None:
+            try:
+                with open(path, "rb") as file:
+                    raw = file.read()
+            except FileNotFoundError:
+                raw = b""
+        data = crlf(raw)
+        self._mailbox.uid_map.sizes[self.entry.base] = len(data)
+        return data
 
     def open(self) -> io.BytesIO:
-        return io.BytesIO(self._bytes())
+        return io.BytesIO(self._read())
 
     def getUID(self) -> int:
         return self.entry.uid
@@ -208,21 +165,4 @@ class MaildirMessage:
 
     def getSize(self) -> int:
         size = self._mailbox.uid_map.sizes.get(self.entry.base)
-        if size is None:
-            kept = self._data is not None
-            size = len(self._bytes())
-            if not kept:
-                self._data = None  # asked only for the size: keep no content
-        return size
-
-    def getHeaders(self, negate: bool, *names: Any) -> dict[str, str]:
-        return self._part().getHeaders(negate, *names)
-
-    def getBodyFile(self) -> io.BytesIO:
-        return self._part().getBodyFile()
-
-    def isMultipart(self) -> bool:
-        return self._part().isMultipart()
-
-    def getSubPart(self, part: int) -> Part:
-        return self._part().getSubPart(part)
+        return len(self._read()) if size is None else size

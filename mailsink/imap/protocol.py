@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from mailsink.imap.fetch import IMAPFetch
 from mailsink.imap.login import IMAPLogin, ThrottledPortal
 from mailsink.imap.mailbox import MaildirMailbox
-from mailsink.imap.search import copy_query, needle
+from mailsink.imap.search import copy_query, needle, sent_day
 from mailsink.imap.updates import IMAPUpdates
 
 log = Logger()
@@ -232,6 +232,21 @@ class SinkIMAP4Server(IMAPLogin, IMAPFetch, IMAPUpdates):
 
     def search_BODY(self, query: Any, id: int, msg: Any) -> bool:
         return needle(query.pop(0)) in msg.getBodyFile().read().lower()
+
+    def search_HEADER(self, query: Any, id: int, msg: Any) -> bool:
+        """Only messages that have the field match, even an empty string (RFC 3501)."""
+        name, text = str(query.pop(0)).lower(), str(query.pop(0)).lower()
+        found = msg.getHeaders(False, name)
+        return name in found and text in found[name].lower()
+
+    def search_SENTBEFORE(self, query: Any, id: int, msg: Any) -> bool:
+        return sent_day(msg) < imap4.parseTime(query.pop(0))[:3]
+
+    def search_SENTON(self, query: Any, id: int, msg: Any) -> bool:
+        return sent_day(msg) == imap4.parseTime(query.pop(0))[:3]
+
+    def search_SENTSINCE(self, query: Any, id: int, msg: Any) -> bool:
+        return sent_day(msg) >= imap4.parseTime(query.pop(0))[:3]
 
     select_SEARCH: Any = (do_SEARCH, imap4.IMAP4Server.opt_charset,
                           imap4.IMAP4Server.arg_searchkeys)

@@ -1,25 +1,28 @@
 """
 SEARCH evaluation: the parsed query made ready for Twisted's criteria (L{copy_query}), and
 the criteria run over a session's messages in a worker thread (L{search_messages}), each
-message read from its file only when a criterion needs it, at most once.
+message read from its file only when a criterion needs it, at most once. Header fields are
+compared as text (L{header_texts}) and dates as days (L{sent_day}), whatever a message's
+header holds: a malformed one matches or not, it never fails the SEARCH.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import email.utils
 import io
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mailsink.imap.entries import Entry, find_file, moves_in
 from mailsink.imap.flags import flags_of
-from mailsink.imap.message import Part, crlf
+from mailsink.imap.message import crlf
+from mailsink.imap.parts import MAX_HEADER_BYTES, Field, header_fields, value
 from mailsink.imap.uids import UidMap
+from mailsink.mime_cut import header_end
+from mailsink.mime_text import decode_words, header_text
 
 Match = Callable[[int, Any, int, int], bool]
 """Whether a message matches a SEARCH: (sequence number, message, last sequence number,
@@ -34,14 +37,14 @@ class _Probe:
     collected in C{found_sizes}, C{found_dates}, and the C{scanned} of its search).
     """
 
-    __slots__ = ("_data", "_head", "_search", "entry", "name", "sub")
+    __slots__ = ("_data", "_fields", "_search", "entry", "name", "sub")
 
     def __init__(self, search: _Search, entry: Entry) -> None:
         self._search = search
         self.entry = entry
         self.sub, self.name = entry.sub, entry.name
         self._data: bytes | None = None
-        self._head: Part | None = None
+        self._fields: list[Field] | None = None
 
     def _full(self) -> str | None:
         """The message's path, found by one scan of the Maildir if it moved."""
@@ -96,11 +99,11 @@ class _Probe:
         return email.utils.formatdate(stamp)
 
     def getHeaders(self, negate: bool, *names: Any) -> dict[str, str]:
-        if self._head is None:
-            head = self._bytes().partition(b"\r\n\r\n")[0].replace(b"\r\n", b"\n")
-            self._head = Part(email.parser.BytesHeaderParser(
-                policy=email.policy.compat32).parsebytes(head))
-        return self._head.getHeaders(negate, *names)
+        data = self._bytes()
+        if self._fields is None:
+            head_end = header_end(data, 0, len(data))[0]
+            self._fields = header_fields(data, 0, min(head_end, MAX_HEADER_BYTES))
+        return header_texts(data, self._fields, negate, names)
 
     def open(self) -> io.BytesIO:
         return io.BytesIO(self._bytes())
@@ -138,6 +141,23 @@ def search_messages(path: str, uid_map: UidMap, uids: list[int], entries: dict[i
     return found, search.found_sizes, search.found_dates, moves_in(entries, search.scanned)
 
 
+def header_texts(data: bytes, fields: list[Field], negate: bool,
+                 names: Iterable[str | bytes]) -> dict[str, str]:
+    """
+    The fields named (or, C{negate}d, the others) as SEARCH compares them: as text, RFC 2047
+    words decoded (C{SUBJECT "Grüße"} finds an encoded subject), a name's values joined by
+    line ends, names in lower case.
+    """
+    wanted = {(n.decode("latin-1") if isinstance(n, bytes) else n).lower() for n in names}
+    headers: dict[str, str] = {}
+    for field in fields:
+        if (field.name in wanted) != negate:
+            text = decode_words(header_text(value(data, field).decode("ascii", "surrogateescape")))
+            headers[field.name] = headers[field.name] + "\n" + text \
+                if field.name in headers else text
+    return headers
+
+
 def copy_query(query: Any) -> Any:
     """
     A deep copy of a parsed search query (Twisted's filter consumes it), with words as
@@ -167,3 +187,21 @@ def needle(value: Any) -> bytes:
     """A SEARCH string as lower-case bytes, to look for in lower-cased content."""
     text = value if isinstance(value, bytes) else str(value).encode("utf-8")
     return text.lower()
+
+
+def sent_day(message: Any) -> tuple[int, int, int]:
+    """
+    (Year, month, day) of a message's C{Date:} field in its own time zone, as SENTBEFORE,
+    SENTON and SENTSINCE compare it (RFC 3501 §6.4.4); the day it arrived when the field is
+    missing or unreadable (as Dovecot does), never an error that fails the whole SEARCH.
+    """
+    declared = message.getHeaders(False, "date").get("date", "").split("\n")[0]
+    try:
+        parsed = email.utils.parsedate_tz(declared)
+    except Exception:  # the standard library's date parser has raised on odd input
+        parsed = None
+    if parsed is None:
+        parsed = email.utils.parsedate_tz(message.getInternalDate())
+    year, month, day = parsed[:3] if parsed else (1970, 1, 1)
+    return year, month, day
+
