@@ -26,6 +26,12 @@ class PackagingTests(TestCase):
     def test_web_assets_are_package_data(self) -> None:
         setup = configparser.ConfigParser()
         setup.read(os.path.join(ROOT, "setup.cfg"))
-        data = setup.get("options.package_data", "mailsink.web")
-        self.assertIn("static/*", data)
+        data = {pattern.strip()
+                for pattern in setup.get("options.package_data", "mailsink.web").split(",")}
+        web = os.path.join(ROOT, "mailsink", "web")
+        # A glob takes one folder's files, so every folder with files needs its own.
+        folders = {os.path.relpath(folder, web).replace(os.sep, "/")
+                   for folder, _, files in os.walk(os.path.join(web, "static")) if files}
+        self.assertIn("static/js", folders)
+        self.assertEqual({f"{folder}/*" for folder in folders} - data, set())
         self.assertIn("openapi.json", data)
