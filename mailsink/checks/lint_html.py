@@ -2,9 +2,10 @@
 Lint rules over the HTML body: a plain-text alternative beside it, C{alt} on every image,
 and C{cid:} references and inline parts that match each other.
 
-The HTML is read with regular expressions, not parsed: enough to find tags and their
-attributes, and linear in its length. At most L{mime.MAX_BODY} bytes of each HTML part are
-read.
+The HTML is read with regular expressions over its bytes, not parsed: enough to find tags
+and their attributes, linear in its length, and case-blind by searching a lower-case copy
+(C{re.IGNORECASE} makes them several times slower). At most L{mime.MAX_BODY} bytes of each
+HTML part are read.
 """
 
 from __future__ import annotations
@@ -13,18 +14,33 @@ import re
 from collections.abc import Iterator
 from urllib.parse import unquote
 
+import attrs
+
 from mailsink import mime
 from mailsink.checks.findings import Finding, Severity, shown
 from mailsink.checks.source import Source
 from mailsink.checks.structure import Entity, leaves, place
 from mailsink.mime_text import decode_text, transfer_decode
 
-_IMG = re.compile(r"<img\b", re.IGNORECASE)
-_ALT = re.compile(r"""\salt\s*(?:=|/|>|\s)""", re.IGNORECASE)
-_SRC = re.compile(r"""\ssrc\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*))""", re.IGNORECASE)
-_CID = re.compile(
-    r"""(?:\b(?:src|background)\s*=\s*["']?|\burl\(\s*["']?)cid:(?P<cid>[^"'\s<>)]+)""",
-    re.IGNORECASE)
+_IMG = re.compile(rb"<img\b")
+_ALT = re.compile(rb"""\salt\s*(?:=|/|>|\s)""")
+_SRC = re.compile(rb"""\ssrc\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*))""")
+_CID = re.compile(rb"""cid:([^"'\s<>)]+)""")
+_CID_LEAD = re.compile(rb"""(?:\b(?:src|background)\s*=\s*["']?|\burl\(\s*["']?)\Z""")
+_LEAD_WINDOW = 64
+_UTF8_COMPATIBLE = frozenset({"", "utf-8", "utf8", "us-ascii", "ascii"})
+
+
+@attrs.frozen
+class _Html:
+    """An HTML body's bytes (UTF-8, or a charset that agrees with it on ASCII), and the
+    same in lower case (ASCII letters only, so offsets agree) for case-blind searches."""
+
+    data: bytes
+    lowered: bytes
+
+    def text(self, start: int, end: int) -> str:
+        return self.data[start:end].decode("utf-8", "replace")
 
 
 def _bodies(source: Source, content_type: str) -> list[Entity]:
@@ -33,10 +49,23 @@ def _bodies(source: Source, content_type: str) -> list[Entity]:
             and leaf.disposition != "attachment" and not leaf.filename]
 
 
-def _html(source: Source, leaf: Entity) -> str:
+def _html(source: Source, leaf: Entity) -> _Html:
     body = source.data[leaf.body_start:min(leaf.end, leaf.body_start + 2 * mime.MAX_BODY)]
-    data = transfer_decode(body, leaf.encoding)
-    return decode_text((body if data is None else data)[:mime.MAX_BODY], leaf.charset)
+    decoded = transfer_decode(body, leaf.encoding)
+    data = (body if decoded is None else decoded)[:mime.MAX_BODY]
+    if leaf.charset.lower() not in _UTF8_COMPATIBLE:
+        data = decode_text(data, leaf.charset).encode("utf-8")
+    return _Html(data, data.lower())
+
+
+def _cids(html: _Html) -> list[str]:
+    """The Content-IDs that C{cid:} URLs in C{src}, C{background} or C{url()} name."""
+    found = []
+    for match in _CID.finditer(html.lowered):
+        if _CID_LEAD.search(html.lowered, max(match.start() - _LEAD_WINDOW, 0),
+                            match.start()):
+            found.append(unquote(html.text(*match.span(1))))
+    return found
 
 
 def html_without_text(source: Source) -> Iterator[Finding]:
@@ -53,12 +82,13 @@ def html_without_text(source: Source) -> Iterator[Finding]:
 def images_without_alt(source: Source) -> Iterator[Finding]:
     for leaf in _bodies(source, "text/html"):
         html = _html(source, leaf)
-        missing = [(start, end) for start, end in _img_tags(html)
-                   if not _ALT.search(html, start, end)]
+        missing = [(start, end) for start, end in _img_tags(html.lowered)
+                   if not _ALT.search(html.lowered, start, end)]
         if not missing:
             continue
-        src = _SRC.search(html, *missing[0])
-        first = next((value for value in src.groups() if value is not None), "") if src else ""
+        src = _SRC.search(html.lowered, *missing[0])
+        group = next((number for number in (1, 2, 3) if src and src.start(number) >= 0), 0)
+        first = html.text(*src.span(group)) if src and group else ""
         count = "an <img>" if len(missing) == 1 else f"{len(missing):,} <img> tags"
         field, where = place(leaf, None)
         yield Finding("img-without-alt", Severity.WARNING, field,
@@ -68,7 +98,7 @@ def images_without_alt(source: Source) -> Iterator[Finding]:
                       f"decoration)", "WCAG 2.1 1.1.1; HTML img alt")
 
 
-def _img_tags(html: str) -> list[tuple[int, int]]:
+def _img_tags(html: bytes) -> list[tuple[int, int]]:
     """
     The spans of the <img> tags: each ends at the next >, or where the next one starts
     (so they never overlap and finding them is linear in the length of the HTML).
@@ -78,7 +108,7 @@ def _img_tags(html: str) -> list[tuple[int, int]]:
     close = -1
     for number, start in enumerate(starts):
         if close < start:
-            found = html.find(">", start)
+            found = html.find(b">", start)
             close = len(html) if found < 0 else found
         following = starts[number + 1] if number + 1 < len(starts) else len(html)
         spans.append((start, min(close + 1, following)))
@@ -89,11 +119,8 @@ def cid_references(source: Source) -> Iterator[Finding]:
     content_ids = {leaf.content_id.lower() for leaf in leaves(source.root)
                    if leaf.content_id}
     for leaf in _bodies(source, "text/html"):
-        missing: dict[str, None] = {}
-        for match in _CID.finditer(_html(source, leaf)):
-            cid = unquote(match["cid"])
-            if cid.lower() not in content_ids:
-                missing.setdefault(cid, None)
+        missing = {cid: None for cid in _cids(_html(source, leaf))
+                   if cid.lower() not in content_ids}
         field, where = place(leaf, None)
         for cid in missing:
             yield Finding("cid-without-part", Severity.WARNING, field,
@@ -103,9 +130,8 @@ def cid_references(source: Source) -> Iterator[Finding]:
 
 
 def unreferenced_inline_parts(source: Source) -> Iterator[Finding]:
-    referenced = {unquote(match["cid"]).lower()
-                  for leaf in _bodies(source, "text/html")
-                  for match in _CID.finditer(_html(source, leaf))}
+    referenced = {cid.lower() for leaf in _bodies(source, "text/html")
+                  for cid in _cids(_html(source, leaf))}
     bodies = {id(leaf) for kind in ("text/html", "text/plain") for leaf in
               _bodies(source, kind)}
     for leaf in leaves(source.root):

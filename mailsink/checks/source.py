@@ -18,6 +18,7 @@ import attrs
 
 from mailsink import trace
 from mailsink.checks.structure import Entity, header_fields, parse
+from mailsink.mime_cut import header_end
 
 MAX_PLACES = 1000
 """Bare LFs whose place is noted: enough to name each header and part that holds one."""
@@ -68,7 +69,7 @@ def _trace(data: bytes) -> tuple[SmtpEnvelope | None, int]:
     """The envelope in mailsink's trace block at the start, and where the client's data starts."""
     if data[:12].lower() != b"return-path:":
         return None, 0
-    fields, _ = header_fields(data, 0, min(len(data), _TRACE_BYTES))
+    fields = header_fields(data, 0, header_end(data, 0, min(len(data), _TRACE_BYTES))[0])
     received = next((number for number, field in enumerate(fields)
                      if field.name.lower() == "received"), None)
     if received is None or any(field.name.lower() != "delivered-to"

@@ -4,9 +4,10 @@ A message's header fields and MIME parts with their places in the bytes, defects
 L{mailsink.mime} reads a message as a tolerant client shows it and hides what is wrong;
 lint needs the defects (a multipart without a boundary, one that never closes) and where
 each header field and part lies in the bytes, to say which one a long line or a bare CR is
-in. The data has LF line ends. Bounds as in L{mailsink.mime}: multiparts nest at most
-L{mime.MAX_DEPTH} deep, at most L{mime.MAX_PARTS} parts are read, header blocks are given to
-C{email} up to L{mime.MAX_HEADER_BYTES}; a C{message/rfc822} part is one part, not opened.
+in. The data has LF line ends. The tree is cut by L{mailsink.mime_cut}, as for the web view
+and IMAP, within the web view's bounds: multiparts nest at most L{mime.MAX_DEPTH} deep, at
+most L{mime.MAX_PARTS} parts are read, header blocks are given to C{email} up to
+L{mime.MAX_HEADER_BYTES}; a C{message/rfc822} part is one part, not opened.
 
 Part numbers are those of the web view and the API: a multipart's children are C{1}, C{2},
 ..., a nested multipart's C{2.1}, C{2.2}; the body of a message that is not multipart, and
@@ -24,16 +25,14 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 
 from mailsink import mime, trace
+from mailsink.mime_cut import Budget, boundary, header_end, media_type, split, tame
 from mailsink.mime_text import header_text, unfold
 
 BODY = "body"
 """The name findings give the top-level body."""
 
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
-_DELIMITER_END = re.compile(rb"(--)?[ \t]*\r?(?:\n|\Z)")
-_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
-_MAX_SCAN_STEPS = 100_000
-_MAX_PARAMETERS = 8192
+_LINE_END = re.compile(rb"[ \t]*\r?(?:\n|\Z)")
 
 
 class Delimiters(enum.Enum):
@@ -79,30 +78,15 @@ class Entity:
     delimiters: Delimiters | None = None
     """For a multipart that was searched: what the search found; None for a leaf."""
 
-    @property
-    def is_root(self) -> bool:
-        return self.start == 0
-
-    @property
-    def name(self) -> str:
-        """How a sentence names it: "the body" or "part 1.2"."""
-        return "the body" if self.field == BODY else f"part {self.field}"
-
     def header(self, name: str) -> list[HeaderField]:
         """Its fields called C{name} (any case), in order."""
         lowered = name.lower()
         return [field for field in self.fields if field.name.lower() == lowered]
 
 
-@dataclasses.dataclass(slots=True)
-class _Budget:
-    parts: int = 0
-    steps: int = _MAX_SCAN_STEPS
-
-
 def parse(data: bytes) -> Entity:
     """The tree of C{data} (LF line ends); never raises."""
-    return _entity(data, 0, len(data), BODY, 0, _Budget(), "text/plain")
+    return _entity(data, 0, len(data), BODY, 0, Budget(mime.MAX_PARTS), "text/plain")
 
 
 def leaves(entity: Entity) -> list[Entity]:
@@ -142,20 +126,15 @@ def place(entity: Entity, header: HeaderField | None) -> tuple[str, str]:
     return entity.field, f"part {entity.field} ({entity.content_type})"
 
 
-def header_fields(data: bytes, start: int, end: int) -> tuple[list[HeaderField], int]:
+def header_fields(data: bytes, start: int, stop: int) -> list[HeaderField]:
     """
-    The fields of the header block at C{start} and where the body begins (after the empty
-    line, or C{end} without one). A line that is neither a field nor a continuation is
-    taken as part of the field before it.
+    The fields of the header block from C{start} to C{stop} (as L{header_end} finds it). A
+    line that is neither a field nor a continuation is taken as part of the field before it.
     """
-    if data.startswith(b"\n", start, end):
-        return [], start + 1
-    blank = data.find(b"\n\n", start, end)
-    header_end, body_start = (end, end) if blank < 0 else (blank + 1, blank + 2)
     fields: list[HeaderField] = []
     position = start
-    for line in data[start:header_end].split(b"\n"):
-        line_end = min(position + len(line) + 1, header_end)
+    for line in data[start:stop].split(b"\n"):
+        line_end = min(position + len(line) + 1, stop)
         if not line:
             position = line_end
             continue
@@ -170,20 +149,23 @@ def header_fields(data: bytes, start: int, end: int) -> tuple[list[HeaderField],
         raw = data[field.start:field.end]
         value = raw[raw.find(b":") + 1:].decode("utf-8", "surrogateescape")
         field.value = unfold(header_text(value)).strip()
-    return fields, body_start
+    return fields
 
 
-def _entity(data: bytes, start: int, end: int, field: str, depth: int, budget: _Budget,
+def _entity(data: bytes, start: int, end: int, field: str, depth: int, budget: Budget,
             default_type: str) -> Entity:
     budget.parts += 1
-    fields, body_start = header_fields(data, start, end)
-    header = data[start:min(body_start, start + mime.MAX_HEADER_BYTES)]
-    entity = Entity(field, start, body_start, end, fields)
-    _describe(entity, _safe_parse(header), default_type)
+    header_stop, body_start = header_end(data, start, end)
+    message = _HEADER_PARSER.parsebytes(
+        data[start:min(header_stop, start + mime.MAX_HEADER_BYTES)])
+    tame(message)
+    entity = Entity(field, start, body_start, end, header_fields(data, start, header_stop))
+    _describe(entity, message, default_type)
     if entity.content_type.startswith("multipart/") and depth < mime.MAX_DEPTH:
         entity.delimiters = Delimiters.UNKNOWN
         if entity.boundary:
-            spans, entity.delimiters = _split(data, body_start, end, entity.boundary, budget)
+            spans = split(data, body_start, end, entity.boundary, budget)
+            entity.delimiters = _delimiters(data, entity, bool(spans), budget)
             child_type = ("message/rfc822" if entity.content_type == "multipart/digest"
                           else "text/plain")
             for number, (child_start, child_end) in enumerate(spans, 1):
@@ -193,23 +175,11 @@ def _entity(data: bytes, start: int, end: int, field: str, depth: int, budget: _
     return entity
 
 
-def _safe_parse(header: bytes) -> Message:
-    message = _HEADER_PARSER.parsebytes(header)
-    for name, value in message.raw_items():  # email's parameter parsing is quadratic in ";"
-        if len(value) > _MAX_PARAMETERS and name.lower() in ("content-type",
-                                                             "content-disposition"):
-            message.replace_header(name, value[:_MAX_PARAMETERS])
-    return message
-
-
 def _describe(entity: Entity, message: Message, default_type: str) -> None:
     """What the part's header declares; C{email} reads parameters and RFC 2231 values."""
-    message.set_default_type(default_type)
-    content_type = _text(message.get_content_type) or default_type
-    entity.content_type = (content_type if _MEDIA_TYPE.fullmatch(content_type)
-                           else "application/octet-stream")
+    entity.content_type = media_type(message, default_type)
+    entity.boundary = boundary(message)
     entity.charset = _text(message.get_content_charset)
-    entity.boundary = _text(message.get_boundary, raw=True).encode("utf-8", "surrogateescape")
     entity.disposition = _text(message.get_content_disposition)
     entity.filename = _text(message.get_filename).strip()
     for field in entity.fields:
@@ -220,45 +190,26 @@ def _describe(entity: Entity, message: Message, default_type: str) -> None:
             entity.encoding = field.value.strip().lower()
 
 
-def _text(read: Callable[[], object], raw: bool = False) -> str:
-    """
-    A header parameter C{email} reads, as text ("" when absent or unreadable); C{raw}: as
-    C{email} gives it (8-bit bytes surrogate-escaped).
-    """
+def _text(read: Callable[[], object]) -> str:
+    """A header parameter C{email} reads, as text ("" when absent or unreadable)."""
     try:
         value = read()
     except Exception:
         return ""
-    if not isinstance(value, str):
-        return ""
-    return value if raw else header_text(value)
+    return header_text(value) if isinstance(value, str) else ""
 
 
-def _split(data: bytes, start: int, end: int, boundary: bytes,
-           budget: _Budget) -> tuple[list[tuple[int, int]], Delimiters]:
-    """The spans between the delimiter lines of one multipart body, and how it ended."""
-    needle = b"\n--" + boundary
-    spans: list[tuple[int, int]] = []
-    part_start = -1
-    position = max(start - 1, 0)
-    while True:
-        if budget.steps <= 0 or budget.parts + len(spans) >= mime.MAX_PARTS:
-            return spans, Delimiters.UNKNOWN
-        budget.steps -= 1
-        found = data.find(needle, position, end)
-        if found < 0:
-            break
-        tail = _DELIMITER_END.match(data, found + len(needle), end)
-        if tail is None:
-            position = found + len(needle)
-            continue
-        if part_start >= 0:
-            spans.append((part_start, max(found, part_start)))
-        if tail.group(1):
-            return spans, Delimiters.CLOSED
-        part_start = tail.end()
-        position = part_start - 1
-    if part_start < 0:
-        return spans, Delimiters.MISSING
-    spans.append((part_start, end))
-    return spans, Delimiters.UNCLOSED
+def _delimiters(data: bytes, entity: Entity, parts: bool, budget: Budget) -> Delimiters:
+    """
+    How a multipart's delimiters ended: L{split} stops at the closing one but does not say
+    whether it saw it, so that line is looked for here (one C{find} per candidate line).
+    """
+    needle = b"\n--" + entity.boundary + b"--"
+    position = max(entity.body_start - 1, 0)
+    while (found := data.find(needle, position, entity.end)) >= 0:
+        position = found + len(needle)
+        if _LINE_END.match(data, position, entity.end):
+            return Delimiters.CLOSED
+    if parts:
+        return Delimiters.UNCLOSED
+    return Delimiters.MISSING if budget.steps > 0 else Delimiters.UNKNOWN
