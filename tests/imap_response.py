@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 _PREFIX = re.compile(rb"(?:\* )?(\d+) (?:FETCH )?\(")
-_ATOM = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
+_ATOM = re.compile(rb'\\?[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
 _SECTION_NAME = re.compile(rb"BODY\[[^\]]*\](?:<\d+>)?")
 _NUMBER = re.compile(rb"\d+")
 
