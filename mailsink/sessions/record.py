@@ -8,7 +8,7 @@ a chaos-injected error). At the end the recorder settles the outcome, and L{free
 the sentences of L{mailsink.sessions.diagnosis} into the L{Session} that is kept.
 
 The transcript is bounded: its first L{HEAD_LINES} and last L{TAIL_LINES} entries, each
-cut to L{MAX_TEXT} characters (200 lines, under 64 KB), with the count of those left out.
+cut to L{MAX_TEXT} octets (200 lines, under 64 KB), with the count of those left out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mailsink.messages import rfc3339
 HEAD_LINES = 150
 TAIL_LINES = 50
 MAX_TEXT = 320
-"""Characters kept of one transcript entry: 200 entries stay under 64 KB."""
+"""UTF-8 octets kept of one transcript entry: 200 entries stay under 64 KB."""
 
 OUTCOMES = ("delivered", "refused", "failed", "no-mail", "dropped")
 CLIENT, SERVER, NOTE = "C", "S", "*"
@@ -101,9 +101,12 @@ def new_session_id() -> str:
 
 
 def _cut(text: str) -> str:
-    if len(text) <= MAX_TEXT:
+    """C{text}, or as much of it as fits in L{MAX_TEXT} UTF-8 octets with the count cut."""
+    if len(text) <= MAX_TEXT and len(text.encode("utf-8")) <= MAX_TEXT:
         return text
-    return f"{text[:MAX_TEXT]}… ({len(text) - MAX_TEXT} more characters)"
+    room = MAX_TEXT - len(f"… ({len(text)} more characters)".encode())
+    kept = text[:room].encode("utf-8")[:room].decode("utf-8", "ignore")
+    return f"{kept}… ({len(text) - len(kept)} more characters)"
 
 
 class SessionRecorder:
@@ -146,7 +149,9 @@ class SessionRecorder:
         self._add(CLIENT, text)
 
     def server_said(self, code: int, text: str) -> None:
-        self._add(SERVER, f"{code} {text}".replace("\n", f"\n{code}-"))
+        lines = text.split("\n")
+        self._add(SERVER, "\n".join([f"{code}-{line}" for line in lines[:-1]]
+                                    + [f"{code} {lines[-1]}"]))
         if code >= 400:
             self.last_error = (code, text.split("\n", 1)[0], self.last_command)
 

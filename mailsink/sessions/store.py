@@ -178,11 +178,13 @@ class SessionLog(MultiService):
     With C{keep = 0} nothing is kept and every read finds nothing.
     """
 
-    def __init__(self, state_dir: str, keep: int, reactor: Any) -> None:
+    def __init__(self, state_dir: str, keep: int, reactor: Any,
+                 clock: IReactorTime | None = None) -> None:
+        """C{reactor} runs the worker thread; C{clock} (default: C{reactor}) the batching."""
         super().__init__()
         self.keep = keep
         self._path = os.path.join(state_dir, FILE_NAME)
-        self._clock: IReactorTime = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
         self._threads = ThreadPoolService("mailsink-sessions", 1, reactor)
         """One thread: the one SQLite connection is used by it alone, in order."""
         self._threads.setServiceParent(self)

@@ -15,6 +15,7 @@ Twisted leaves (see C{shared/style.md}).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +50,21 @@ MAX_COMMAND_LINE = 16384
 """Longest command line: RFC 4954 asks for 12,288 octets of AUTH response, plus room."""
 
 _BEFORE_STARTTLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"NOOP", b"RSET", b"QUIT"})
+_SASL_NAME = re.compile(rb"[A-Za-z0-9_-]{1,20}")
+"""A SASL mechanism name (RFC 4422 section 3.1)."""
+
+
+def transcript_line(line: bytes) -> str:
+    """
+    A command line as the session's transcript keeps it: whatever follows AUTH's mechanism
+    name (or stands where it should be) is C{***}, however the words are spaced.
+    """
+    words = line.split(None, 2)
+    if not words or words[0].upper() != b"AUTH" or len(words) == 1:
+        return line.decode("utf-8", "replace")
+    if not _SASL_NAME.fullmatch(words[1]):
+        return "AUTH ***"
+    return f"AUTH {words[1].decode('ascii')}{' ***' if len(words) > 2 else ''}"
 
 
 @attrs.frozen
@@ -175,12 +191,9 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             self._heard("***")  # a SASL response: a password, however encoded
             self.sasl_line(line)
             return
+        self._heard(transcript_line(line))
         verb, _, rest = line.strip().partition(b" ")
         verb = verb.upper()
-        if verb == b"AUTH" and b" " in rest.strip():
-            self._heard(f"AUTH {rest.split()[0].decode('ascii', 'replace')} ***")
-        else:
-            self._heard(line.decode("utf-8", "replace"))
         if not verb.isalpha():
             self.reply(500, "5.5.2 Error: bad syntax")
             return
