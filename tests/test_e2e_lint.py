@@ -84,6 +84,18 @@ class LintRouteTests(SharedDaemon, unittest.TestCase):
         self.assertIn("web1.hosting.example", aligned["Message"])
         self.assertEqual(aligned["Reference"], "RFC 7489 3.1")
 
+    def test_long_line_is_stored_and_named(self) -> None:
+        """[smtp] long_lines = accept (the default) stores it; lint names the part."""
+        data = (b"From: app@shop.example.com\nDate: Tue, 02 Dec 2025 14:30:00 +0100\n"
+                b"Message-ID: <long.1@shop.example.com>\nSubject: long line\n"
+                b"Content-Type: multipart/alternative; boundary=A\n\n--A\n\nHello.\n--A\n"
+                b"Content-Type: text/html; charset=utf-8\n\n<p>" + b"w" * 5000 +
+                b"</p>\n--A--\n")
+        self.send("bounces@shop.example.com", data)
+        found = self.lint_of("long line")["Findings"]
+        self.assertEqual([(f["Code"], f["Field"]) for f in found], [("line-too-long", "2")])
+        self.assertIn("the longest 5,007", found[0]["Message"])
+
     def test_8bit_headers_pass_only_with_smtputf8(self) -> None:
         self.send("jörg@shop.example.com", UTF8, ("SMTPUTF8",))
         self.assertEqual(self.lint_of("Grüße")["Findings"], [])

@@ -83,10 +83,12 @@ class BareLineEndTests(TestCase):
         self.assertIn("Postfix 3.9", findings(eml, "bare-lf")[0].message)
 
     def test_bare_lf_cannot_show_in_lf_input(self) -> None:
-        source = read_source(THUNDERBIRD)
-        self.assertFalse(source.bare_lf_visible)
-        self.assertEqual(source.bare_lfs, ())
-        self.assertTrue(read_source(THUNDERBIRD.replace(b"\n", b"\r\n")).bare_lf_visible)
+        """In LF input (the stored form) every LF is a line end; in CRLF input, not."""
+        crlf = THUNDERBIRD.replace(b"\n", b"\r\n").replace(b"Hallo Bob,\r\n",
+                                                          b"Hallo Bob,\n")
+        self.assertEqual(read_source(crlf).bare_lfs,
+                         (THUNDERBIRD.index(b"Hallo Bob,\n") + len(b"Hallo Bob,"),))
+        self.assertEqual(read_source(crlf.replace(b"\r\n", b"\n")).bare_lfs, ())
 
     def test_crlf_file_reads_like_the_stored_form(self) -> None:
         crlf = THUNDERBIRD.replace(b"\n", b"\r\n")

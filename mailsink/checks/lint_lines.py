@@ -23,14 +23,14 @@ _SMUGGLING = "RFC 5322 2.3; RFC 5321 2.3.8"
 
 
 def long_lines(source: Source) -> Iterator[Finding]:
-    lines: dict[tuple[str, str], list[int]] = {}
+    lines: dict[tuple[str, str, bool], list[int]] = {}
     for offset, length in _long_lines(source.data):
-        lines.setdefault(place(*locate(source.root, offset)), []).append(length)
-    for (field, where), lengths in lines.items():
+        entity, header = locate(source.root, offset)
+        lines.setdefault((*place(entity, header), header is not None), []).append(length)
+    for (field, where, in_header), lengths in lines.items():
         count = "a line" if len(lengths) == 1 else f"{len(lengths):,} lines"
-        is_header = where.endswith(" header")
         fix = ("fold it, or encode it as RFC 2047 encoded words (quoted-printable or "
-               "base64), as mail libraries do" if is_header else
+               "base64), as mail libraries do" if in_header else
                "send it as quoted-printable or base64 (with lines of 76 characters)")
         yield Finding("line-too-long", Severity.ERROR, field,
                       f"{where} has {count} over 998 octets (the longest {max(lengths):,}): "

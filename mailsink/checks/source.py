@@ -21,7 +21,8 @@ from mailsink.checks.structure import Entity, header_fields, parse
 from mailsink.mime_cut import header_end
 
 MAX_PLACES = 1000
-"""Bare LFs whose place is noted: enough to name each header and part that holds one."""
+"""Occurrences (bare LFs and CRs, long lines) whose place is looked up: enough to name each
+header and part that holds one."""
 _TRACE_BYTES = 1 << 20
 """Mailsink's trace block is read from at most this much of the start."""
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -47,10 +48,9 @@ class Source:
     root: Entity
     envelope: SmtpEnvelope | None
     """None when the message has no trace headers of mailsink's (a file from elsewhere)."""
-    bare_lf_visible: bool
-    """Whether the input could show an LF without CR (only CRLF input can)."""
     bare_lfs: tuple[int, ...] = ()
-    """Offsets in L{data} of the first L{MAX_PLACES} LFs that came without a CR."""
+    """Offsets in L{data} of the first L{MAX_PLACES} LFs that came without a CR (only CRLF
+    input can show them)."""
 
 
 def read_source(raw: bytes) -> Source:
@@ -61,8 +61,7 @@ def read_source(raw: bytes) -> Source:
     envelope, skip = _trace(data)
     data = data[skip:]
     bare_lfs = _bare_lfs(raw, skip) if crlf else ()
-    return Source(data=data, root=parse(data), envelope=envelope, bare_lf_visible=crlf,
-                  bare_lfs=bare_lfs)
+    return Source(data=data, root=parse(data), envelope=envelope, bare_lfs=bare_lfs)
 
 
 def _trace(data: bytes) -> tuple[SmtpEnvelope | None, int]:
