@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Collection, Iterable
 from typing import Any
 
+import attrs
 from twisted.logger import Logger
 
 from mailsink.index_codec import (
@@ -38,7 +39,7 @@ from mailsink.index_codec import (
     split_name,
 )
 from mailsink.index_scan import FolderWatch
-from mailsink.messages import Summary
+from mailsink.messages import Facts, Summary
 from mailsink.search import where
 
 log = Logger()
@@ -230,38 +231,49 @@ class IndexStore:
         """Index files parsed outside this thread (new, or parsed again)."""
         changes = Changes()
         for item in parsed:
-            mailbox, subdir, filename = item.loc
-            base, _ = split_name(filename)
-            mid = message_id(base)
-            row = self._loc_of(mid)
-            if row is not None and row[0] != item.loc:
-                if self._exists(row[0]):
-                    self._duplicate(mid, row[0], item.loc)
-                    continue
-                self._move(mid, item.loc, changes)
-                row = self._loc_of(mid)
-            read = is_read(filename)
-            facts_json = facts_to_json(item.facts)
-            if row is None:
-                created = received_at(base, item.mtime_ns / 1e9)
-                self.conn.execute(_INSERT, (
-                    mid, mailbox, subdir, filename, created, read, item.size, item.mtime_ns,
-                    item.facts.attachments, *search_values(item.facts), facts_json))
-                self.folders.remember(mailbox, subdir, filename)
-                self._count(mailbox, 1, not read)
-                # Built from what is at hand: reading the row back costs a JSON decode.
-                changes.events.append(("new", Summary(mid, mailbox, bool(read), created,
-                                                      item.size, item.facts)))
-            else:
-                self.conn.execute(_UPDATE, (
-                    mailbox, subdir, filename, read, item.size, item.mtime_ns,
-                    item.facts.attachments, *search_values(item.facts), facts_json, mid))
-                summary = self._summary(mid)
-                if summary is not None:
-                    changes.events.append(("update", summary))
-            self.folders.note_fresh(item.loc, item.size, item.mtime_ns)
+            try:
+                self._insert(item, changes)
+            except (UnicodeError, ValueError, OverflowError, sqlite3.InterfaceError):
+                # Facts SQLite cannot take (a lone surrogate, say) must not stall the index:
+                # the message is listed without them, as an unparsable one is.
+                log.failure("cannot index the facts of {loc}; listing it without them",
+                            loc=item.loc)
+                self._insert(attrs.evolve(item, facts=Facts()), changes)
         self.conn.commit()
         return changes
+
+    def _insert(self, item: Parsed, changes: Changes) -> None:
+        """Index one parsed file (its events into C{changes}); committed by the caller."""
+        mailbox, subdir, filename = item.loc
+        base, _ = split_name(filename)
+        mid = message_id(base)
+        row = self._loc_of(mid)
+        if row is not None and row[0] != item.loc:
+            if self._exists(row[0]):
+                self._duplicate(mid, row[0], item.loc)
+                return
+            self._move(mid, item.loc, changes)
+            row = self._loc_of(mid)
+        read = is_read(filename)
+        facts_json = facts_to_json(item.facts)
+        if row is None:
+            created = received_at(base, item.mtime_ns / 1e9)
+            self.conn.execute(_INSERT, (
+                mid, mailbox, subdir, filename, created, read, item.size, item.mtime_ns,
+                item.facts.attachments, *search_values(item.facts), facts_json))
+            self.folders.remember(mailbox, subdir, filename)
+            self._count(mailbox, 1, not read)
+            # Built from what is at hand: reading the row back costs a JSON decode.
+            changes.events.append(("new", Summary(mid, mailbox, bool(read), created,
+                                                  item.size, item.facts)))
+        else:
+            self.conn.execute(_UPDATE, (
+                mailbox, subdir, filename, read, item.size, item.mtime_ns,
+                item.facts.attachments, *search_values(item.facts), facts_json, mid))
+            summary = self._summary(mid)
+            if summary is not None:
+                changes.events.append(("update", summary))
+        self.folders.note_fresh(item.loc, item.size, item.mtime_ns)
 
     def _loc_of(self, mid: str) -> tuple[Loc, int] | None:
         row = self.conn.execute("SELECT mailbox, subdir, filename, size, mtime_ns "

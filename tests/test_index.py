@@ -24,6 +24,7 @@ from twisted.trial.unittest import TestCase
 from mailsink import index as index_module
 from mailsink.index import MessageIndex
 from mailsink.index_codec import (
+    Parsed,
     facts_from_json,
     facts_to_json,
     flagged,
@@ -292,6 +293,23 @@ class BuildTests(IndexTestCase):
         self.assertEqual(again.to_parse, [])
         store.apply(changes.to_parse[:1], [])
         self.assertEqual(store.rescan(full=True)[0].to_parse, changes.to_parse[:1])
+
+    def test_facts_sqlite_cannot_take_do_not_stall_the_index(self) -> None:
+        """A lone surrogate in a subject lists the message without facts; the rest go on."""
+        ids = [self.write(f"m{n}", when=BASE + n) for n in (1, 2)]
+        store = IndexStore(self.root, os.path.join(self.state, "index.sqlite3"))
+        store.open()
+        self.addCleanup(store.close)
+        changes, _ = store.rescan(full=True)
+        store.apply(changes.to_parse, [])
+        subjects = ("bad \udce9", "good")
+        bad, good = (Parsed(loc, 10, 1, Facts(subject=subject))
+                     for loc, subject in zip(changes.to_parse, subjects, strict=True))
+        stored = store.insert([bad, good])
+        self.assertEqual(sorted((kind, summary.facts.subject) for kind, summary in stored.events),
+                         [("new", ""), ("new", "good")])
+        self.assertEqual(len(ids), 2)
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
 
 
 class NameTests(TestCase):
