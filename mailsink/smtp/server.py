@@ -238,7 +238,7 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         if reason is not None and isinstance(reason.value, SSL.Error):
             why = openssl_reason(reason.value)
             session.problem("tls-failed", why)
-        elif self._decoder is not None and not self._decoder.skipping:
+        elif self._decoder is not None:  # in DATA (an oversized one too)
             session.data_octets = self._decoder.wire_bytes
             session.problem("data-dropped")
         if not session.end(f"connection closed{': ' + why if why else ''}"):
