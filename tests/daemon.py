@@ -358,11 +358,14 @@ def _stop_leftovers() -> None:
 class SharedDaemon:
     """
     Mixin for a TestCase class whose tests share one daemon, built from
-    C{daemon_sections}. It starts in C{setUpClass} (or in the first C{setUp}, for runners
-    without class fixtures) and stops in the class cleanups (or at exit).
+    C{daemon_sections} and C{daemon_env}. It starts in C{setUpClass} (or in the first
+    C{setUp}, for runners without class fixtures) and stops in the class cleanups (or at
+    exit).
     """
 
     daemon_sections: ClassVar[dict[str, dict[str, str]]] = {}
+    daemon_env: ClassVar[dict[str, str]] = {}
+    """Extra environment for the daemon (e.g. C{MAILSINK_AUTH})."""
     daemon: ClassVar[Daemon]
 
     @classmethod
@@ -374,7 +377,7 @@ class SharedDaemon:
     def _start_shared_daemon(cls) -> None:
         if "daemon" in cls.__dict__:
             return
-        daemon = Daemon(cls.daemon_sections)
+        daemon = Daemon(cls.daemon_sections, env=cls.daemon_env)
         cls.daemon = daemon
         cls.addClassCleanup(daemon.close)  # type: ignore[attr-defined]
         daemon.start()

@@ -733,6 +733,17 @@ class ProtocolSessionTests(SMTPSessionCase):
         self.assertIn("after 25 octets", session.diagnosis)
         self.assertEqual(os.listdir(os.path.join(self.folder, "new")), [])
 
+    def test_dropped_during_data_over_the_size_limit(self) -> None:
+        protocol, transport = self.connect()
+        for command in ("EHLO c", "MAIL FROM:<a@b>", "RCPT TO:<c@d>", "DATA"):
+            self.say(protocol, transport, command)
+        protocol.dataReceived(b"x" * 3000)  # past max_message_size: no longer kept
+        session = self.close(protocol, ConnectionAborted())
+        self.assertEqual((session.outcome, session.error),
+                         ("dropped", "connection closed during DATA"))
+        self.assertIn("in the middle of the message data (after 3000 octets)",
+                      session.diagnosis)
+
     def test_refusals(self) -> None:
         cases = [
             # (connect arguments, commands, error, words of the diagnosis)
