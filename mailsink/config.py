@@ -22,6 +22,8 @@ LISTENER_PROTOCOLS = ("smtp", "pop3", "imap", "web")
 TLS_MODES = ("none", "starttls", "starttls-required", "implicit")
 ENVIRONMENT_PREFIX = "MAILSINK_"
 DEFAULT_CONFIG_PATH = "/etc/mailsink/mailsink.ini"
+SPAMD_PORT = 783
+"""spamd's port when C{[spamassassin] host} names none."""
 
 Parser = Callable[[str], Any]
 
@@ -81,6 +83,9 @@ _SCHEMA: dict[str, dict[str, tuple[Parser, str | None]]] = {
         "blocked_recipients": (values.parse_regex, ""),
         "auto_relay": (values.parse_bool, "false"),
         "auto_relay_match": (values.parse_regex, ""),
+    },
+    "spamassassin": {
+        "host": (values.parse_host_port(SPAMD_PORT), ""),
     },
 }
 
@@ -176,6 +181,14 @@ class RelaySettings:
 
 
 @attrs.frozen
+class SpamAssassinSettings:
+    """The C{[spamassassin]} section: the spamd that C{sa-check} asks."""
+
+    host: tuple[str, int] | None = None
+    """spamd's host and port; None (C{host} empty) turns the spam check off."""
+
+
+@attrs.frozen
 class Listener:
     """One listener section: a protocol served on one or more endpoint strings."""
 
@@ -205,6 +218,7 @@ class Config:
     relay: RelaySettings
     listeners: tuple[Listener, ...]
     credentials: str = attrs.field(default="", repr=False)
+    spamassassin: SpamAssassinSettings = SpamAssassinSettings()
 
     def enabled_listeners(self, protocol: str) -> tuple[Listener, ...]:
         """The listeners of C{protocol} whose C{listen} is not empty."""
@@ -249,6 +263,7 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         relay=RelaySettings(**sections["relay"]),
         listeners=listeners,
         credentials=environ.get("MAILSINK_AUTH", ""),
+        spamassassin=SpamAssassinSettings(**sections["spamassassin"]),
     )
     _check_policies(config)
     return config

@@ -34,6 +34,8 @@ from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.password_file import PasswordFileChecker
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.chaos import Chaos
+from mailsink.checks.link_check import LinkChecker
+from mailsink.checks.spamc import Spamd
 from mailsink.config import Config, ConfigError, Listener
 from mailsink.index import MessageIndex
 from mailsink.maildir import Maildir
@@ -227,6 +229,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
     index.subscribe(hub.index_event)
     subscribe_webhooks(web, index, reactor)
     reactor.callWhenRunning(hub.start)
+    links = LinkChecker.on(reactor)  # one for all listeners: at most 5 links at a time
+    spamd = Spamd(reactor, *config.spamassassin.host) if config.spamassassin.host else None
     for listener in web:
         if listener.auth == "required" and checker is None:
             raise ConfigError(listener.section, "auth", "is required but no credentials are "
@@ -236,7 +240,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                         config.auth.admins)
         app = WebApp(index, access, hub, metrics, threads.run_blocking, chaos, maildir,
                      config.mailsink.hostname, listener.section,
-                     config.mailsink.max_message_size, relay=relay, sessions=sessions)
+                     config.mailsink.max_message_size, relay=relay, sessions=sessions,
+                     links=links, spamd=spamd)
         site = Site(app.resource())
         site.displayTracebacks = False
         site.noisy = False  # mailsink logs its own line per listener

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _SIZE = re.compile(r"([0-9]+)\s*([KMGkmg]?)[Bb]?")
 _SIZE_FACTORS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -97,6 +97,33 @@ def parse_hostname(text: str) -> str:
     if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
         raise ValueError(f"{text!r} is not a host name (letters, digits, '-' and '.')")
     return name.rstrip(".")
+
+
+def parse_host_port(default_port: int) -> Callable[[str], tuple[str, int] | None]:
+    """
+    A parser of C{HOST:PORT} (C{[::1]:PORT} for IPv6, C{HOST} alone for C{default_port});
+    empty text gives None (the service is off).
+    """
+    def parse(text: str) -> tuple[str, int] | None:
+        address = text.strip()
+        if not address:
+            return None
+        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", address)
+        if bracketed:
+            host, port = bracketed.group(1), bracketed.group(2)
+        elif address.count(":") == 1:
+            host, port = address.split(":")
+        else:
+            host, port = address, None
+        if port is not None and not port:
+            raise ValueError(f"{text!r} names no port after ':'")
+        try:
+            return parse_hostname(host), default_port if port is None else parse_port(port)
+        except ValueError:
+            raise ValueError(f"{text!r} is not HOST:PORT (e.g. localhost:{default_port})") \
+                from None
+
+    return parse
 
 
 def parse_regex(text: str) -> str:

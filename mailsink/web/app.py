@@ -260,7 +260,7 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
                              else "",
                              "ReturnPath": "", "OverrideFrom": "",
                              "PreserveMessageIDs": False},
-            "SpamAssassin": False,
+            "SpamAssassin": self.spamd is not None,
             "ChaosEnabled": self.chaos is not None,
             "DuplicatesIgnored": False,
             "HideDeleteAllButton": False,

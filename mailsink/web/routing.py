@@ -20,6 +20,8 @@ from twisted.web.iweb import IRequest
 
 from mailsink import mime
 from mailsink.chaos import Chaos
+from mailsink.checks.link_check import LinkChecker
+from mailsink.checks.spamc import Spamd
 from mailsink.maildir import Maildir
 from mailsink.messages import Summary
 from mailsink.metrics import Metrics
@@ -65,7 +67,9 @@ class Routes:
                  hostname: str = "localhost", listener: str = "web",
                  max_message_size: int = 25 * 1024 * 1024,
                  relay: RelayService | None = None,
-                 sessions: SessionLog | None = None) -> None:
+                 sessions: SessionLog | None = None,
+                 links: LinkChecker | None = None,
+                 spamd: Spamd | None = None) -> None:
         self.index = index
         self.access = access
         self.hub = hub
@@ -82,6 +86,10 @@ class Routes:
         self.max_message_size = max_message_size
         self.sessions: Any = sessions if sessions is not None else _NO_SESSIONS
         """The SMTP sessions kept (L{mailsink.sessions}); an empty log when none are."""
+        self.links = links
+        """Checks the links of C{link-check}; None: that check is not available."""
+        self.spamd = spamd
+        """The spamd of C{[spamassassin] host}; None: the spam check is off."""
 
     @app.handle_errors(BadRequest)
     def _bad_request(self, request: IRequest, failure: Any) -> bytes:
