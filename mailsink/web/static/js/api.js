@@ -18,6 +18,11 @@
  *   POST   /api/v1/message/{ID}/release         {"To": ["addr", ...]}; 200, or 400 with a
  *                                               one-sentence text/plain reason
  *   POST   /api/v1/relay/test                   {}; answers {"status": "ok"|"error", "message"}
+ *   GET    /api/v1/sessions?start=&limit=&outcome=failed   SMTP sessions, newest first, with
+ *                                               total, sessions_count, recent_failures
+ *   GET    /api/v1/session/{ID}                 one session with its Transcript
+ *   DELETE /api/v1/sessions                     {} (all the viewer may see)
+ *   The event stream also carries {"Type": "session", "Data": summary} when a session ends.
  * State-changing requests always send Content-Type: application/json with a JSON body.
  */
 import { showNotice } from './notice.js';

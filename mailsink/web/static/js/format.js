@@ -41,3 +41,21 @@ export function longDate(iso) {
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? iso || '' : d.toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'long' });
 }
+
+/** A local time of day to the millisecond ("14:03:07.215"), for transcripts. */
+export function clockTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso || '';
+  const two = (n) => String(n).padStart(2, '0');
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, '0')}`;
+}
+
+/** The time between two instants, "12 ms", "2.35 s" or "3 min 5 s"; "" when either is missing. */
+export function duration(fromIso, toIso) {
+  const ms = new Date(toIso) - new Date(fromIso);
+  if (Number.isNaN(ms) || ms < 0) return '';
+  if (ms < 1000) return `${ms} ms`;
+  const secs = ms / 1000;
+  if (secs < 60) return `${secs < 10 ? secs.toFixed(2) : Math.round(secs)} s`;
+  return `${Math.floor(secs / 60)} min ${Math.floor(secs % 60)} s`;
+}

@@ -7,13 +7,16 @@
  *   message.js  the message page and its tabs (HTML, text, headers, raw, attachments, transport)
  *   actions.js  delete, mark read, move: toolbar buttons and keyboard shortcuts
  *   relay.js    Test relay and Release
- *   router.js   the URL fragment (#search=QUERY&start=N&id=ID) and history
+ *   sessions.js the Sessions view (SMTP conversations); session.js one session and its transcript
+ *   banner.js   "N clients failed to deliver" on the message list
+ *   router.js   the URL fragment (#search=QUERY&start=N&id=ID, #/sessions, #/session/ID) and history
  *   api.js      requests to the API (the routes used are listed there)
  *   notice.js   the notice bar; dom.js, format.js small shared helpers
  * Each module lists the stable hooks (element IDs, classes) end-to-end tests rely on.
  *
  * Hooks here: #live-indicator, text "live" (class "live") while the EventSource is open,
- * else "offline" (class "offline").
+ * else "offline" (class "offline"); #nav-messages and #nav-sessions, the header's links to
+ * the two views (aria-current="page" on the one on show); #messages-view and #sessions-view.
  */
 import { $ } from './dom.js';
 import { initActions } from './actions.js';
@@ -23,11 +26,34 @@ import {
 import { closeMessage, initMessage, openMessage, shown, shownMessage } from './message.js';
 import { initNotice } from './notice.js';
 import { initRelay, loadWebUI } from './relay.js';
-import { navigate, readHash, startRouting } from './router.js';
+import { hashFor, navigate, readHash, startRouting } from './router.js';
+import { addSession, initSessions, leaveSessions, showSessions } from './sessions.js';
+import { initSession } from './session.js';
+import { bannerOnList, initBanner, noteSession, refreshBanner } from './banner.js';
 
-/** Bring the list and the message page in line with the URL fragment. */
+/** Show the message list or the Sessions view; the header's links say which. */
+function showView(h) {
+  const onMessages = h.view === 'messages';
+  $('#messages-view').hidden = !onMessages;
+  $('#sessions-view').hidden = onMessages;
+  document.body.classList.toggle('show-sessions', !onMessages);
+  for (const [link, on] of [['#nav-messages', onMessages], ['#nav-sessions', !onMessages]]) {
+    if (on) $(link).setAttribute('aria-current', 'page'); else $(link).removeAttribute('aria-current');
+  }
+  if (onMessages) $('#nav-messages').setAttribute('href', hashFor(h) || '#'); // back to the same page
+  bannerOnList(onMessages);
+}
+
+/** Bring the views in line with the URL fragment. */
 function applyHash() {
   const h = readHash();
+  showView(h);
+  if (h.view !== 'messages') {
+    if (shown.id) closeMessage();
+    showSessions(h.outcome, h.session);
+    return;
+  }
+  leaveSessions();
   showPage(h.search, h.start);
   if (h.id !== shown.id) {
     if (h.id) openMessage(h.id); else closeMessage();
@@ -63,6 +89,10 @@ function handleEvent(event) {
     case 'stats':
       applyStats(data);
       break;
+    case 'session':
+      addSession(data);
+      noteSession(data);
+      break;
     default:
       break;
   }
@@ -72,7 +102,12 @@ let retryDelay = 2000;
 function connectEvents() {
   if (!window.EventSource) return;
   const source = new EventSource('/api/v1/events');
-  source.onopen = () => { setLive(true); retryDelay = 2000; refreshSoon(); }; // catch up on missed events
+  source.onopen = () => { // catch up on missed events
+    setLive(true);
+    retryDelay = 2000;
+    refreshSoon();
+    refreshBanner();
+  };
   source.onerror = () => {
     setLive(false);
     if (source.readyState === EventSource.CLOSED) { // refused (e.g. 401/404): retry ourselves
@@ -92,6 +127,9 @@ initList();
 initMessage();
 initRelay(shownMessage);
 initActions();
+initSessions();
+initSession();
+initBanner();
 setLive(false);
 startRouting(applyHash);
 connectEvents();

@@ -10,13 +10,14 @@
  *   #html-frame               <iframe sandbox="allow-popups allow-popups-to-escape-sandbox">
  *                             with src /view/{ID}.html; #btn-remote reloads it with ?remote=1
  *   #text-body, #headers-table, #raw-body, #raw-download, #attachment-list, #transport-list
+ *   #transport-session        in the Transport tab: link to the SMTP session that brought it
  *   #btn-back
  */
 import { $, el, enc } from './dom.js';
 import { addrList, fullAddr, humanSize, longDate } from './format.js';
 import { api, getJSON } from './api.js';
 import { fail, showNotice } from './notice.js';
-import { back, navigate } from './router.js';
+import { back, hashFor, navigate } from './router.js';
 import { focusRow, markSelected, rowById, setRead, summaryById } from './list.js';
 import { hideReleaseForm } from './relay.js';
 
@@ -149,6 +150,12 @@ function renderTransport(t) {
     ['Protocol', t.Protocol],
   ];
   for (const [label, value] of rows) dl.append(el('dt', { text: label }), el('dd', { text: value || '—' }));
+  if (t && t.SessionID) {
+    dl.append(el('dt', { text: 'SMTP session' }), el('dd', {}, el('a', {
+      id: 'transport-session', href: hashFor({ view: 'session', session: t.SessionID }),
+      text: 'Show the conversation (transcript, TLS, diagnosis)',
+    })));
+  }
 }
 
 function selectTab(name, focus = false) {
