@@ -12,6 +12,8 @@ transcript with C{***} for the AUTH payload (the password nowhere on the page) a
 as text; reload and back; a new session appearing live, and a new failure bringing the
 dismissed banner back with the new count; the message's Transport tab linking to its
 session and the session linking back to the message; "Delete all"; no console error.
+Another fills more than a page: "Load more" brings the rest, and the Failed filter takes a
+new failure live but not a new delivery.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ PAYLOAD = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
 INJECTED = '<b id="injected">bold</b>'
 """Sent as NOOP's argument: the transcript must show it as text, never as markup."""
 BEFORE_STARTTLS = "the client tried AUTH before STARTTLS"
+PAGE = 50
+"""Sessions the page asks for at a time."""
 
 
 def message_text(subject: str) -> str:
@@ -228,6 +232,39 @@ class SessionsViewTests(unittest.TestCase):
         self.assertEqual(len(dialogs), 1)
         self.assertRegex(dialogs[0], r"^Delete all \d+ SMTP sessions\? This cannot be undone\.$")
         self.assertEqual(self.api("/api/v1/sessions")["total"], 0)
+
+    def test_load_more_and_live_filter(self) -> None:
+        """Past one page, "Load more" brings the rest; the Failed filter takes failures live."""
+        expect, page = self.expect, self.page
+        for _ in range(PAGE + 5):  # sessions that say nothing and QUIT: no-mail
+            with smtplib.SMTP("127.0.0.1", self.daemon.ports["smtp"], timeout=SMTP_TIMEOUT):
+                pass
+        total = self.api("/api/v1/sessions?limit=1")["total"]
+        self.assertGreater(total, PAGE)
+        page.goto(self.base + "/#/sessions", wait_until="load")
+        expect(page.locator("#live-indicator")).to_have_text("live")
+        rows = page.locator("#session-list .session-row")
+        expect(rows).to_have_count(PAGE)
+        expect(page.locator("#sessions-counts")).to_have_text(f"{total} sessions")
+        more = page.locator("#btn-sessions-more")
+        expect(more).to_be_visible()
+        more.click()
+        expect(rows).to_have_count(total)
+        expect(more).to_be_hidden()
+        ids = [row.get_attribute("data-id") for row in rows.all()]
+        self.assertEqual(len(set(ids)), total)
+
+        page.locator("#filter-failed").click()
+        self.assertTrue(page.url.endswith("#/sessions?outcome=failed"), page.url)
+        expect(page.locator("#sessions-empty")).to_have_text("No failed sessions.")
+        self.deliver(SUBJECT)  # delivered: not for this filter
+        self.fail_auth_before_starttls()
+        [failed_id] = self.failed_ids()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-id", failed_id)
+        expect(rows.first).to_have_class(re.compile(r"\bfresh\b"))
+        expect(page.locator("#sessions-counts")).to_have_text(f"1 failed (of {total + 2})")
+        self.assertEqual(self.problems, [])
 
     def check_failed_session(self, session_id: str) -> None:
         expect, page = self.expect, self.page
