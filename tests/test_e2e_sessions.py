@@ -159,6 +159,14 @@ class SessionChecks(_TestCaseBase):
     def client_lines(self, session: dict[str, Any]) -> list[str]:
         return [entry["Text"] for entry in session["Transcript"] if entry["Side"] == "C"]
 
+    def assert_never_greeted(self, session: dict[str, Any]) -> None:
+        """Implicit TLS without a handshake: no reply reached the wire, so none is shown."""
+        failed = "TLS handshake failed: "
+        reason = session["Error"][len(failed):] if session["Error"].startswith(failed) else ""
+        self.assertEqual([(e["Side"], e["Text"]) for e in session["Transcript"]],
+                         [("*", f"connection closed: {reason}" if reason
+                           else "connection closed")])
+
     def smtp(self, listener: str, *, starttls: bool = False) -> tuple[smtplib.SMTP, int]:
         """An smtplib client after EHLO (and STARTTLS, trusting the daemon); its port."""
         port = self.daemon.ports[listener]
@@ -256,6 +264,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                             "expects TLS from the first byte",
                             f"point it at {self.where(SMTP)} or {self.where(SUBMISSION)}, "
                             "or set its security to SSL/TLS")
+        self.assert_never_greeted(session)
 
     def test_smtp_in_the_clear_on_an_implicit_tls_port(self) -> None:
         before = self.known()
@@ -270,6 +279,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                             "this client sent SMTP commands in the clear",
                             f"point it at {self.where(SMTP)} or {self.where(SUBMISSION)}, "
                             "or set its security to SSL/TLS")
+        self.assert_never_greeted(session)
 
     def test_client_does_not_trust_the_certificate(self) -> None:
         before = self.known()
@@ -283,6 +293,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                  "or turn certificate verification off")
         self.assert_failure(session, "failed", "TLS handshake failed: tlsv1 alert unknown ca",
                             "the client does not trust mailsink's certificate", *trust)
+        self.assert_never_greeted(session)
         # openssl s_client with STARTTLS, refusing to go on with an unverified certificate.
         before = self.known()
         result = run_tool(["openssl", "s_client", "-connect",
@@ -313,6 +324,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
         self.assert_failure(session, "failed", "TLS handshake failed: unsupported protocol",
                             "the client asked for a TLS version mailsink does not offer",
                             "mailsink speaks TLS 1.2 and 1.3, so allow those in the client")
+        self.assert_never_greeted(session)
 
     def test_auth_before_starttls(self) -> None:
         before = self.known()
@@ -467,8 +479,11 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
         client.quit()
         client, quiet = self.smtp(SMTPS)
         client.quit()
-        for port in (refused, quiet):
-            self.session_of(port, before)
+        self.session_of(refused, before)
+        implicit = self.session_of(quiet, before)  # greeted once the handshake was done
+        self.assertRegex(implicit["Transcript"][0]["Text"],
+                         r"^TLS handshake done \(implicit\): TLSv1\.3 with ")
+        self.assertEqual(implicit["Transcript"][1]["Text"], "220 localhost ESMTP mailsink")
         everything = self.listing()
         sessions = everything["sessions"]
         self.assertEqual(everything["total"], len(sessions))

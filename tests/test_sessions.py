@@ -627,6 +627,8 @@ class SMTPSessionCase(TestCase):
         protocol = factory.buildProtocol(None)
         transport = transport or (TLSTransport() if tls else StringTransport())
         protocol.makeConnection(transport)
+        if tls:
+            protocol.handshakeCompleted()  # as the TLS layer tells it before any command
         return protocol, transport
 
     def say(self, protocol: Any, transport: StringTransport, line: str | bytes) -> str:
@@ -790,6 +792,26 @@ class ProtocolSessionTests(SMTPSessionCase):
                          ("refused", "451 4.3.0 Chaos: recipient rejected"))
         self.assertIn("injected on purpose by mailsink's chaos triggers (Recipient answered "
                       "451)", session.diagnosis)
+
+    def test_implicit_tls_greeting_waits_for_the_handshake(self) -> None:
+        """Until the handshake is done the greeting sits in the TLS layer, not on the wire."""
+        settings = SMTPSettings(hostname="sink.test", listener="smtp:smtps",
+                                tls_mode="implicit", max_message_size=0, max_recipients=5)
+        factory = SMTPFactory(settings, build_portal(self.maildir), None, self.clock,
+                              session_sink=self.sessions.append)
+        for handshake in (False, True):
+            protocol = factory.buildProtocol(None)
+            transport = TLSTransport()
+            protocol.makeConnection(transport)
+            self.assertEqual(transport.value(), b"220 sink.test ESMTP mailsink\r\n")
+            if handshake:
+                protocol.handshakeCompleted()
+                self.say(protocol, transport, "QUIT")
+            session = self.close(protocol, None if handshake else ConnectionAborted())
+            self.assertEqual([(e.side, e.text) for e in session.transcript], [
+                ("*", "TLS handshake done (implicit): TLSv1.3 with TLS_AES_128_GCM_SHA256"),
+                ("S", "220 sink.test ESMTP mailsink"), ("C", "QUIT"), ("S", "221 2.0.0 Bye"),
+                ("*", "connection closed")] if handshake else [("*", "connection closed")])
 
     def test_implicit_tls_silence_and_plaintext(self) -> None:
         for data, problem in ((None, "no TLS handshake within 10 s"),

@@ -121,6 +121,9 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self._session_sink = session_sink
         self.session: SessionRecorder | None = None
         """This connection's session (see L{mailsink.sessions}), from connectionMade on."""
+        self._unsent: list[tuple[int, str]] | None = None
+        """On implicit TLS, replies (the greeting) that wait for the handshake to reach the
+        wire: the transcript takes them only then."""
 
     # Connection and input.
 
@@ -133,19 +136,25 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             client if port is None else (f"[{client}]:{port}" if ":" in client
                                          else f"{client}:{port}"),
             time.time)
+        if self.tls_active:
+            self._unsent = []
         super().connectionMade()
         if self.factory is not None:
             self.factory.connections += 1
         self.metrics.connections.labels(self.settings.listener).inc()
 
     def handshakeCompleted(self) -> None:
-        """Count TLS handshakes by version (implicit TLS and STARTTLS alike)."""
+        """Count TLS handshakes by version (implicit TLS and STARTTLS alike); tell the session,
+        and let it have the greeting an implicit-TLS client only now receives."""
         handle = self.transport.getHandle()
         version = handle.get_protocol_version_name()
         self.metrics.tls_handshakes.labels(self.settings.listener, version).inc()
+        unsent, self._unsent = self._unsent or [], None
         if self.session is not None:
             self.session.tls_started("starttls" if self.startedTLS else "implicit", version,
                                      handle.get_cipher_name() or "")
+            for code, text in unsent:
+                self.session.server_said(code, text)
 
     def greeting(self) -> bytes:
         return self.host + b" ESMTP mailsink"
@@ -181,8 +190,11 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self.sendCode(code, text.encode("utf-8"))
 
     def sendCode(self, code: int, message: bytes = b"") -> None:
-        if self.session is not None:
-            self.session.server_said(code, message.decode("utf-8", "replace"))
+        text = message.decode("utf-8", "replace")
+        if self._unsent is not None:
+            self._unsent.append((code, text))
+        elif self.session is not None:
+            self.session.server_said(code, text)
         super().sendCode(code, message)
 
     def lineReceived(self, line: bytes) -> None:
