@@ -934,6 +934,12 @@ class AuthSecrecyTests(SMTPSessionCase):
         self.assertEqual(transcript_line(b"AUTH LOGIN"), "AUTH LOGIN")
         self.assertEqual(transcript_line(b"AUTH"), "AUTH")
         self.assertEqual(transcript_line(b"MAIL FROM:<a@b> AUTH=<>"), "MAIL FROM:<a@b> AUTH=<>")
+        for word in (b64("alice"), b64(PASSWORD), b64("pw"), b64("pwd"), b64("pass")):
+            self.assertEqual(transcript_line(word.encode(), command=False), "***", word)
+        self.assertEqual(transcript_line(b"*", command=False), "*")
+        for line in (b"HELLO", b"FOO", b"GET / HTTP/1.1", b"x=", b"\x16\x03"):
+            self.assertEqual(transcript_line(line, command=False),
+                             line.decode("utf-8", "replace"))
         protocol, transport = self.connect(tls=True, tls_mode="none", auth="optional")
         for line in (b"AUTH\tPLAIN " + payload, b"AUTH " + payload):
             self.say(protocol, transport, line)
@@ -941,3 +947,17 @@ class AuthSecrecyTests(SMTPSessionCase):
         self.assertEqual([e.text for e in session.transcript if e.side == "C"],
                          ["AUTH PLAIN ***", "AUTH ***"])
         self.assert_secret_free(session, [payload.decode()])
+
+    def test_responses_pipelined_behind_a_refused_auth(self) -> None:
+        """A client that does not wait for 334: its lines become (unknown) commands."""
+        protocol, transport = self.connect(tls_mode="starttls", auth="optional")
+        transport.clear()
+        sent = [b64("alice"), b64(PASSWORD)]
+        protocol.dataReceived(f"EHLO c\r\nAUTH LOGIN\r\n{sent[0]}\r\n{sent[1]}\r\n"
+                              "NOOP\r\n".encode())
+        replies = transport.value().decode().splitlines()
+        self.assertEqual([line[:4] for line in replies[-4:]], ["538 ", "500 ", "500 ", "250 "])
+        session = self.close(protocol)
+        self.assertEqual([e.text for e in session.transcript if e.side == "C"],
+                         ["EHLO c", "AUTH LOGIN", "***", "***", "NOOP"])
+        self.assert_secret_free(session, sent)

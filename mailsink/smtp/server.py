@@ -52,14 +52,20 @@ MAX_COMMAND_LINE = 16384
 _BEFORE_STARTTLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"NOOP", b"RSET", b"QUIT"})
 _SASL_NAME = re.compile(rb"[A-Za-z0-9_-]{1,20}")
 """A SASL mechanism name (RFC 4422 section 3.1)."""
+_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+                     rb"|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=")
 
 
-def transcript_line(line: bytes) -> str:
+def transcript_line(line: bytes, command: bool = True) -> str:
     """
     A command line as the session's transcript keeps it: whatever follows AUTH's mechanism
-    name (or stands where it should be) is C{***}, however the words are spaced.
+    name (or stands where it should be) is C{***}, however the words are spaced; so is a
+    line that is no command (C{command} false) but one base64 word -- a SASL response
+    sent after the AUTH that would have asked for it was refused (a pipelining client).
     """
     words = line.split(None, 2)
+    if not command and len(words) == 1 and _BASE64.fullmatch(words[0]):
+        return "***"
     if not words or words[0].upper() != b"AUTH" or len(words) == 1:
         return line.decode("utf-8", "replace")
     if not _SASL_NAME.fullmatch(words[1]):
@@ -203,9 +209,10 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             self._heard("***")  # a SASL response: a password, however encoded
             self.sasl_line(line)
             return
-        self._heard(transcript_line(line))
         verb, _, rest = line.strip().partition(b" ")
         verb = verb.upper()
+        handler = self.lookupMethod(verb) if verb.isalpha() else None
+        self._heard(transcript_line(line, command=handler is not None))
         if not verb.isalpha():
             self.reply(500, "5.5.2 Error: bad syntax")
             return
@@ -213,7 +220,6 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
                 and verb not in _BEFORE_STARTTLS):
             self.reply(530, "5.7.0 Must issue a STARTTLS command first")
             return
-        handler = self.lookupMethod(verb)
         if handler is None:
             self.reply(500, "5.5.2 Error: command not recognized")
             return
