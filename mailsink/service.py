@@ -230,7 +230,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
     subscribe_webhooks(web, index, reactor)
     reactor.callWhenRunning(hub.start)
     links = LinkChecker.on(reactor)  # one for all listeners: at most 5 links at a time
-    spamd = Spamd(reactor, *config.spamassassin.host) if config.spamassassin.host else None
+    spamd = Spamd.at(reactor, *config.spamassassin.host) if config.spamassassin.host else None
     for listener in web:
         if listener.auth == "required" and checker is None:
             raise ConfigError(listener.section, "auth", "is required but no credentials are "

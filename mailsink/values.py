@@ -118,6 +118,8 @@ def parse_host_port(default_port: int) -> Callable[[str], tuple[str, int] | None
         if port is not None and not port:
             raise ValueError(f"{text!r} names no port after ':'")
         try:
+            if bracketed:
+                host = str(ipaddress.IPv6Address(host))
             return parse_hostname(host), default_port if port is None else parse_port(port)
         except ValueError:
             raise ValueError(f"{text!r} is not HOST:PORT (e.g. localhost:{default_port})") \

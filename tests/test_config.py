@@ -817,3 +817,31 @@ class LoadConfigTests(ConfigTestCase):
         self.assertEqual(config.mailsink.maildir, str(SHIPPED_INI.parent.parent / "var" / "mail"))
         self.assertEqual(config.mailsink.hostname, "localhost")
         self.assertEqual((config.tls.cert, config.tls.key), ("", ""))
+
+
+class SpamAssassinTests(ConfigTestCase):
+    def test_off_unless_host_is_set(self) -> None:
+        self.assertIsNone(parse().spamassassin.host)
+        self.assertIsNone(parse(MINIMAL + "[spamassassin]\nhost =\n").spamassassin.host)
+
+    def test_host_and_port(self) -> None:
+        for written, address in [("localhost:783", ("localhost", 783)),
+                                 ("spamd.example.com", ("spamd.example.com", 783)),
+                                 ("127.0.0.1:7830", ("127.0.0.1", 7830)),
+                                 ("[::1]:7830", ("::1", 7830))]:
+            with self.subTest(written=written):
+                config = parse(MINIMAL + f"[spamassassin]\nhost = {written}\n")
+                self.assertEqual(config.spamassassin.host, address)
+
+    def test_environment_wins(self) -> None:
+        config = parse(MINIMAL + "[spamassassin]\nhost = localhost:783\n",
+                       {"MAILSINK_SPAMASSASSIN_HOST": "spamd.internal:7830"})
+        self.assertEqual(config.spamassassin.host, ("spamd.internal", 7830))
+
+    def test_bad_values_and_keys(self) -> None:
+        for text in ("host = localhost:99999", "host = spam d:783", "host = localhost:",
+                     "host = http://localhost:783/"):
+            with self.subTest(text=text):
+                self.assertConfigError(MINIMAL + f"[spamassassin]\n{text}\n",
+                                       "spamassassin", "host")
+        self.assertConfigError(MINIMAL + "[spamassassin]\nport = 783\n", "spamassassin", "port")

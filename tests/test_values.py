@@ -12,6 +12,7 @@ from mailsink.values import (
     parse_count,
     parse_duration,
     parse_endpoints,
+    parse_host_port,
     parse_hostname,
     parse_port,
     parse_regex,
@@ -144,6 +145,28 @@ class ParseBoolTests(TestCase):
         except ValueError:
             return
         self.assertIsInstance(result, bool)
+
+
+class ParseHostPortTests(TestCase):
+    def test_host_port(self) -> None:
+        parse = parse_host_port(783)
+        self.assertIsNone(parse(""))
+        self.assertIsNone(parse("  "))
+        self.assertEqual(parse("localhost:1783"), ("localhost", 1783))
+        self.assertEqual(parse(" spamd.example.com "), ("spamd.example.com", 783))
+        self.assertEqual(parse("[2001:db8::1]:1783"), ("2001:db8::1", 1783))
+        self.assertEqual(parse("[::1]"), ("::1", 783))
+        self.assertEqual(parse("::1"), ("::1", 783))
+        for text in ("localhost:", "localhost:0", "localhost:http", "a b:783", "[::1]:",
+                     "unix:/run/spamd.sock", "[not-an-address]:783"):
+            with self.subTest(text=text):
+                self.assertRaises(ValueError, parse, text)
+
+    @FIXED
+    @given(ANY_TEXT)
+    def test_onlyValueError(self, text: str) -> None:
+        with contextlib.suppress(ValueError):
+            parse_host_port(783)(text)
 
 
 class ParseCountAndPortTests(TestCase):

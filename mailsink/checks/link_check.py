@@ -106,26 +106,36 @@ class LinkChecker:
         The status of each of C{urls}; never fails. Cancelling it cancels the requests
         under way and the ones waiting for a slot.
         """
-        client = HTTPClient(self._agent)  # a cookie jar of this check's own
-        checks = [self._slots.run(self._check_link, client, url, follow) for url in urls]
+        run = _Run(HTTPClient(self._agent), follow)  # a cookie jar of this check's own
+        checks = [self._slots.run(self._check_link, run, url) for url in urls]
         done: Deferred[Any] = gatherResults(checks, consumeErrors=True)
         done.addErrback(_first_error)  # only a cancellation gets here
-        return done.addCallback(lambda links: LinkReport(tuple(links)))
+
+        def cancel(report: Deferred[LinkReport]) -> None:
+            run.cancelled = True  # links not started yet never start
+            done.cancel()
+
+        report: Deferred[LinkReport] = Deferred(cancel)
+        done.addCallback(lambda links: LinkReport(tuple(links)))
+        done.addBoth(lambda result: None if report.called else report.callback(result))
+        return report
 
     @inlineCallbacks
-    def _check_link(self, client: HTTPClient, url: str, follow: bool) -> Any:
+    def _check_link(self, run: _Run, url: str) -> Any:
+        if run.cancelled:
+            raise defer.CancelledError()
         deadline = self._clock.seconds() + self._timeout
         target = url
         try:
             for _ in range(MAX_REDIRECTS + 1):
-                code, phrase, location = yield self._status(client, target, deadline)
-                if not (follow and code in REDIRECTS and location):
+                code, phrase, location = yield self._status(run.client, target, deadline)
+                if not (run.follow and code in REDIRECTS and location):
                     return LinkStatus(url, code, _status_text(code, phrase))
                 target = _redirect_target(target, location)
             raise LinkProblem(f"more than {MAX_REDIRECTS} redirects")
-        except defer.CancelledError:
-            raise  # the whole check was cancelled: nobody waits for this answer
-        except Exception as error:  # every other failure is this link's result
+        except Exception as error:  # every failure is this link's result
+            if run.cancelled:
+                raise defer.CancelledError() from None  # nobody waits for the answer
             return LinkStatus(url, 0, failure_status(error, self._timeout))
 
     @inlineCallbacks
@@ -148,6 +158,15 @@ class LinkChecker:
                                    allow_redirects=False, unbuffered=True)
         requested.addTimeout(left, self._clock, onTimeoutCancel=_timed_out)
         return requested.addCallback(_drop_body)
+
+
+@attrs.define
+class _Run:
+    """One call of L{LinkChecker.check}."""
+
+    client: HTTPClient
+    follow: bool
+    cancelled: bool = False
 
 
 def http_url(url: str) -> EncodedURL:
@@ -216,6 +235,8 @@ def failure_status(error: BaseException, timeout: float) -> str:
         return "connection refused"
     if isinstance(error, (defer.TimeoutError, net.TimeoutError)):
         return f"no answer within {timeout:g} s"
+    if isinstance(error, net.TCPTimedOutError):
+        return "connection timed out"
     if isinstance(error, net.NoRouteError):
         return "no route to host"
     if isinstance(error, ResponseFailed):

@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet import error as net
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -167,29 +168,32 @@ class SpamcProtocol(Protocol):
 
 
 class Spamd:
-    """The spamd at C{host}:C{port}, asked on C{reactor}."""
+    """One spamd, reached through C{endpoint}; C{address} names it in sentences."""
 
-    def __init__(self, reactor: Any, host: str, port: int, timeout: float = TIMEOUT) -> None:
-        self._reactor = reactor
-        self.host = host
-        self.port = port
+    def __init__(self, endpoint: IStreamClientEndpoint, clock: IReactorTime, address: str,
+                 timeout: float = TIMEOUT) -> None:
+        self._endpoint = endpoint
+        self._clock = clock
+        self.address = address
         self._timeout = timeout
 
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    @classmethod
+    def at(cls, reactor: Any, host: str, port: int) -> Spamd:
+        """The spamd at C{host}:C{port} (C{[spamassassin] host})."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return cls(HostnameEndpoint(reactor, host, port), reactor, address)
 
     def check(self, message: bytes) -> Deferred[SpamResult]:
         """spamd's verdict on C{message}, within the timeout; never fails."""
         asked = self._ask(message)
-        asked.addTimeout(self._timeout, self._reactor, onTimeoutCancel=_timed_out)
+        asked.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
         asked.addErrback(lambda failure: SpamResult(error=self.sentence(failure)))
         return asked
 
     @inlineCallbacks
     def _ask(self, message: bytes) -> Any:
-        endpoint = HostnameEndpoint(self._reactor, self.host, self.port)
-        protocol = yield connectProtocol(endpoint, SpamcProtocol(report_request(message)))
+        protocol = yield connectProtocol(self._endpoint,
+                                         SpamcProtocol(report_request(message)))
         answer = yield protocol.answer
         if not answer:
             raise SpamdError("closed the connection without an answer",
@@ -206,7 +210,7 @@ class Spamd:
             return (f"{where} did not answer within {self._timeout:g} s; it may be overloaded "
                     "or still starting, or the port is not spamd's")
         if isinstance(error, net.DNSLookupError):
-            return f"cannot find the host {self.host!r}: check [spamassassin] host"
+            return f"cannot find the host of {self.address}: check [spamassassin] host"
         if isinstance(error, net.ConnectionRefusedError):
             return (f"{where} refused the connection: start spamd, or set [spamassassin] host "
                     "to where it listens")
