@@ -599,7 +599,8 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                 for name in names:
                     with open(os.path.join(parent, name), "rb") as stream:
                         places[os.path.join(parent, name)] = stream.read()
-        self.assertIn(os.path.join(self.daemon.state_dir, "sessions.sqlite3"), places)
+        for name in ("sessions.sqlite3", "sessions.sqlite3-wal"):
+            self.assertIn(os.path.join(self.daemon.state_dir, name), places)
         listing = self.listing()
         places["sessions"] = json.dumps(listing).encode()
         for summary in listing["sessions"]:
