@@ -1,6 +1,7 @@
 """
 The message check routes: C{GET /api/v1/message/{ID}/lint} (L{mailsink.checks.lint}),
-C{/link-check} (L{mailsink.checks.link_check}) and C{/sa-check} (L{mailsink.checks.spamc}).
+C{/html-check} (L{mailsink.checks.html_check}), C{/link-check}
+(L{mailsink.checks.link_check}) and C{/sa-check} (L{mailsink.checks.spamc}).
 
 A check reads the whole message and its work grows with the message's size, so that part
 runs in the worker threads (C{run_blocking}), never on the reactor thread; the link and
@@ -15,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from mailsink import mime
+from mailsink.checks.html_check import html_check
 from mailsink.checks.links import message_links
 from mailsink.checks.lint import lint
 from mailsink.web.access import Viewer
@@ -33,6 +35,17 @@ class CheckRoutes(Routes):
         raw = yield self._raw(summary, viewer)
         report = yield self.run_blocking(lambda: lint(raw))
         return self._json(request, report.to_json())
+
+    @app.route("/api/v1/message/<string:message_id>/html-check", methods=["GET"])
+    @for_viewer
+    @inlineCallbacks
+    def html_check(self, request: IRequest, viewer: Viewer, message_id: str) -> Any:
+        summary = yield self._summary(message_id, viewer, request)
+        raw = yield self._raw(summary, viewer)
+        report = yield self.run_blocking(lambda: html_check(raw))
+        if report is None:  # Mailpit's answer, word for word
+            raise BadRequest("message does not contain HTML")
+        return self._json(request, report)
 
     @app.route("/api/v1/message/<string:message_id>/link-check", methods=["GET"])
     @for_viewer
