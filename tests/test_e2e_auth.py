@@ -274,7 +274,7 @@ class TLSLoginTests(AuthTestCase):
         tag = uuid.uuid4().hex
         header = self.assert_stored(daemon, self.send(client, tag), tag)
         self.assert_authenticated_received(header, "bob", tls=True)
-        self.assertIn("(mailsink, listener smtp:submission)", header)
+        self.assertRegex(header, r"\(mailsink, listener smtp:submission, session [0-9a-f]{16}\)")
 
     def test_smtps_login(self) -> None:
         daemon = self.start(SUBMISSION, htpasswd_args=[["-B", "-b", "-c", "bob", SECRET]])
