@@ -114,6 +114,18 @@ class TextLinkTests(TestCase):
                 "www.example.com xhttp://example.com/ mailto:a@example.com")
         self.assertEqual(list(text_links(text)), [])
 
+    def test_http_inside_another_uri_is_that_uri(self) -> None:
+        text = ("data:text/plain,http://example.com/in-data\n"
+                "(file://host/share?next=https://example.com/in-file)\n"
+                "view-source:http://example.com/in-view-source\n"
+                "|||http://example.com/pipes ...https://example.com/dots\n")
+        self.assertEqual(list(text_links(text)), [
+            "http://example.com/pipes", "https://example.com/dots"])
+
+    def test_many_urls_in_one_long_word(self) -> None:
+        text = "x" * 100_000 + "|http://example.com/a" * 20_000
+        self.assertEqual(list(text_links(text)), ["http://example.com/a"] * 20_000)
+
 
 class MessageLinkTests(TestCase):
     def test_html_first_then_text_each_once(self) -> None:

@@ -9,8 +9,10 @@ lines, and the line breaks are dropped). Each URL is kept once, as written, up t
 L{MAX_LINKS}. Only C{http:} and C{https:} URLs are collected: a C{file:}, C{data:},
 C{javascript:} or C{mailto:} one is never a link to check, whatever URL it holds inside.
 
-Unlike Mailpit, a bare URL at the very start of the text counts, and sentence punctuation
-right after a URL in text (C{see https://example.com/docs.}) is not taken as part of it.
+Unlike Mailpit, a bare URL at the very start of the text counts, sentence punctuation right
+after a URL in text (C{see https://example.com/docs.}) is not taken as part of it, and an
+http URL inside a word that starts with another scheme (C{data:text/plain,http://...}) is
+part of that other URI, so not a link to check.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ _TEXT_URL = re.compile(r"(?<![<\w])https?://[-\w@:%+'!.~#?,&/=;]+", re.IGNORECAS
 _BRACKETED_URL = re.compile(r"<(https?://[^<>]{1,4096})>", re.IGNORECASE)
 _TRAILING_PUNCTUATION = ".,;:!?'"
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+_SCHEME_START = re.compile(r"[\W_]*[A-Za-z][A-Za-z0-9+.-]*:")
+_WORD_WINDOW = 4096
+"""How far back the start of a URL's word is looked for (bounds the work per URL)."""
 _SPACE = " \t\n\r\f"
 
 
@@ -57,9 +62,25 @@ def html_links(html: str) -> Iterator[str]:
 def text_links(text: str) -> Iterator[str]:
     """Bare URLs of C{text}, then URLs in angle brackets with their line breaks dropped."""
     for match in _TEXT_URL.finditer(text):
-        yield match.group().rstrip(_TRAILING_PUNCTUATION)
+        if not _inside_other_uri(text, match.start()):
+            yield match.group().rstrip(_TRAILING_PUNCTUATION)
     for match in _BRACKETED_URL.finditer(text):
         yield _LINE_BREAKS.sub("", match.group(1))
+
+
+def _inside_other_uri(text: str, start: int) -> bool:
+    """
+    Whether the URL at C{start} is part of a longer word that starts with a scheme of its
+    own (C{data:text/plain,http://...}, C{file:...}): that is the link, and not http.
+    """
+    window = max(0, start - _WORD_WINDOW)
+    before = text[window:start]
+    if not before or before[-1].isspace():
+        return False
+    words = before.rsplit(None, 1)
+    if len(words) == 1 and window > 0:
+        return False  # a word this long is no URI a reader would click
+    return _SCHEME_START.match(words[-1]) is not None
 
 
 class _LinkCollector(HTMLParser):
