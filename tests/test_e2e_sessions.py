@@ -156,6 +156,11 @@ class SessionChecks(_TestCaseBase):
         for phrase in phrases:
             self.assertIn(phrase, session["Diagnosis"])
 
+    def assert_logged_alike(self, session: dict[str, Any]) -> None:
+        """The 465-vs-587 warning in the log reads as the session's diagnosis, word for word."""
+        self.assertIn(f"[{session['Listener']}] 127.0.0.1: {session['Diagnosis']}\n",
+                      self.daemon.log_text())
+
     def client_lines(self, session: dict[str, Any]) -> list[str]:
         return [entry["Text"] for entry in session["Transcript"] if entry["Side"] == "C"]
 
@@ -239,6 +244,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                             f"point it at {self.where(SMTPS)}, or set its security to "
                             "STARTTLS")
         self.assertEqual(self.client_lines(session), [])
+        self.assert_logged_alike(session)
         # openssl s_client (implicit TLS by default) on the STARTTLS-only port.
         before = self.known()
         result = run_tool(["openssl", "s_client", "-connect",
@@ -265,6 +271,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                             f"point it at {self.where(SMTP)} or {self.where(SUBMISSION)}, "
                             "or set its security to SSL/TLS")
         self.assert_never_greeted(session)
+        self.assert_logged_alike(session)
 
     def test_smtp_in_the_clear_on_an_implicit_tls_port(self) -> None:
         before = self.known()
@@ -280,6 +287,7 @@ class DiagnosisTests(SessionChecks, SharedDaemon, TestCase):
                             f"point it at {self.where(SMTP)} or {self.where(SUBMISSION)}, "
                             "or set its security to SSL/TLS")
         self.assert_never_greeted(session)
+        self.assert_logged_alike(session)
 
     def test_client_does_not_trust_the_certificate(self) -> None:
         before = self.known()
