@@ -341,7 +341,7 @@ class FailureTests(TestCase):
 
     def test_tls_and_dropped_connections(self) -> None:
         tls = SSL.Error([("SSL routines", "", "certificate verify failed")])
-        self.assertEqual(failure_status(ResponseNeverReceived([Failure(tls)]), 10),
+        self.assertEqual(failure_status(ResponseNeverReceived([Failure(tls)])),
                          "TLS failed: certificate verify failed")
-        self.assertEqual(failure_status(ResponseNeverReceived(
-            [Failure(net.ConnectionDone())]), 10), "the connection closed before an answer")
+        self.assertEqual(failure_status(ResponseNeverReceived([Failure(net.ConnectionDone())])),
+                         "the connection closed before an answer")

@@ -88,12 +88,10 @@ class LinkProblem(Exception):
 class LinkChecker:
     """Checks links over one agent, at most L{MAX_PARALLEL} at a time for all callers."""
 
-    def __init__(self, agent: IAgent, clock: IReactorTime, *, parallel: int = MAX_PARALLEL,
-                 timeout: float = LINK_TIMEOUT) -> None:
+    def __init__(self, agent: IAgent, clock: IReactorTime) -> None:
         self._agent = agent
         self._clock = clock
-        self._slots = DeferredSemaphore(parallel)
-        self._timeout = timeout
+        self._slots = DeferredSemaphore(MAX_PARALLEL)
 
     @classmethod
     def on(cls, reactor: Any) -> LinkChecker:
@@ -124,7 +122,7 @@ class LinkChecker:
     def _check_link(self, run: _Run, url: str) -> Any:
         if run.cancelled:
             raise defer.CancelledError()
-        deadline = self._clock.seconds() + self._timeout
+        deadline = self._clock.seconds() + LINK_TIMEOUT
         target = url
         try:
             for _ in range(MAX_REDIRECTS + 1):
@@ -136,7 +134,7 @@ class LinkChecker:
         except Exception as error:  # every failure is this link's result
             if run.cancelled:
                 raise defer.CancelledError() from None  # nobody waits for the answer
-            return LinkStatus(url, 0, failure_status(error, self._timeout))
+            return LinkStatus(url, 0, failure_status(error))
 
     @inlineCallbacks
     def _status(self, client: HTTPClient, url: str, deadline: float) -> Any:
@@ -225,7 +223,7 @@ def _status_text(code: int, phrase: bytes) -> str:
         return phrase.decode("latin-1")
 
 
-def failure_status(error: BaseException, timeout: float) -> str:
+def failure_status(error: BaseException) -> str:
     """Why a link got no HTTP status, in a few words (a link's C{Status})."""
     if isinstance(error, LinkProblem):
         return str(error)
@@ -234,7 +232,7 @@ def failure_status(error: BaseException, timeout: float) -> str:
     if isinstance(error, net.ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, (defer.TimeoutError, net.TimeoutError)):
-        return f"no answer within {timeout:g} s"
+        return f"no answer within {LINK_TIMEOUT:g} s"
     if isinstance(error, net.TCPTimedOutError):
         return "connection timed out"
     if isinstance(error, net.NoRouteError):

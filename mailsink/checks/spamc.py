@@ -170,12 +170,11 @@ class SpamcProtocol(Protocol):
 class Spamd:
     """One spamd, reached through C{endpoint}; C{address} names it in sentences."""
 
-    def __init__(self, endpoint: IStreamClientEndpoint, clock: IReactorTime, address: str,
-                 timeout: float = TIMEOUT) -> None:
+    def __init__(self, endpoint: IStreamClientEndpoint, clock: IReactorTime,
+                 address: str) -> None:
         self._endpoint = endpoint
         self._clock = clock
         self.address = address
-        self._timeout = timeout
 
     @classmethod
     def at(cls, reactor: Any, host: str, port: int) -> Spamd:
@@ -186,7 +185,7 @@ class Spamd:
     def check(self, message: bytes) -> Deferred[SpamResult]:
         """spamd's verdict on C{message}, within the timeout; never fails."""
         asked = self._ask(message)
-        asked.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
+        asked.addTimeout(TIMEOUT, self._clock, onTimeoutCancel=_timed_out)
         asked.addErrback(lambda failure: SpamResult(error=self.sentence(failure)))
         return asked
 
@@ -207,7 +206,7 @@ class Spamd:
         if isinstance(error, SpamdError):
             return f"{where} {error.what}; {error.hint}"
         if isinstance(error, defer.TimeoutError):
-            return (f"{where} did not answer within {self._timeout:g} s; it may be overloaded "
+            return (f"{where} did not answer within {TIMEOUT:g} s; it may be overloaded "
                     "or still starting, or the port is not spamd's")
         if isinstance(error, net.DNSLookupError):
             return f"cannot find the host of {self.address}: check [spamassassin] host"
