@@ -367,6 +367,8 @@ class WebViewTests(unittest.TestCase):
             self.assertEqual(response.read(), ATTACHMENT)
         # Arrow keys move between tabs, wrapping from the last to the first.
         page.locator('[data-tab="transport"]').press("ArrowRight")
+        expect(page.locator('[data-tab="checks"]')).to_have_attribute("aria-selected", "true")
+        page.locator('[data-tab="checks"]').press("ArrowRight")
         expect(page.locator('[data-tab="html"]')).to_have_attribute("aria-selected", "true")
         expect(page.locator('[data-tab="html"]')).to_be_focused()
 

@@ -9,12 +9,17 @@
  *   GET    /api/v1/message/{ID}/headers         {"Name": ["value", ...]}
  *   GET    /api/v1/message/{ID}/raw[?dl=1]      source (download with dl=1)
  *   GET    /api/v1/message/{ID}/part/{PartID}   one attachment
+ *   GET    /api/v1/message/{ID}/lint            {"Findings": [...], "Errors", "Warnings"}
+ *   GET    /api/v1/message/{ID}/html-check      Mailpit's HTMLCheckResponse; 400 without HTML
+ *   GET    /api/v1/message/{ID}/link-check[?follow=true]   {"Errors", "Links": [...]}
+ *   GET    /api/v1/message/{ID}/sa-check        Mailpit's SpamAssassinResponse; 404 when off
  *   PUT    /api/v1/messages                     {"IDs": [id], "Read": bool} or {"Read": true}
  *   DELETE /api/v1/messages                     {"IDs": [id]} or {} (all)
  *   GET    /api/v1/events                       Server-Sent Events, unnamed; data is
  *          {"Type": "new"|"update"|"delete"|"truncate"|"stats", "Data": ...}
  *   GET    /view/{ID}.html[?remote=1]           message HTML, only ever in the sandboxed iframe
- *   GET    /api/v1/webui                        {"MessageRelay": {"Enabled": bool, ...}, ...}
+ *   GET    /api/v1/webui                        {"MessageRelay": {"Enabled": bool, ...},
+ *                                               "SpamAssassin": bool, ...}
  *   POST   /api/v1/message/{ID}/release         {"To": ["addr", ...]}; 200, or 400 with a
  *                                               one-sentence text/plain reason
  *   POST   /api/v1/relay/test                   {}; answers {"status": "ok"|"error", "message"}

@@ -5,7 +5,8 @@
  *   #search                   search input; Enter (or #btn-search) runs it, #btn-search-clear clears
  *   #message-list             the list (role=listbox); rows .message-row[data-id="ID"]
  *                             (role=option), class "unread" when unread, class "selected" and
- *                             aria-selected="true" for the open message; #list-empty when empty
+ *                             aria-selected="true" for the open message; #list-empty when empty;
+ *                             rows with lint errors marked by lintmarks.js
  *   #counts                   "123 messages, 4 unread" (search: "7 matches, 2 unread (of 123)")
  *   #pager, #btn-prev, #btn-next, #page-info   paging (hidden when one page holds everything)
  */
@@ -14,6 +15,7 @@ import { humanSize, shortAddr, when } from './format.js';
 import { getJSON } from './api.js';
 import { fail } from './notice.js';
 import { navigate } from './router.js';
+import { markLint } from './lintmarks.js';
 
 const LIMIT = 50;
 
@@ -124,6 +126,7 @@ function renderList() {
   while (ul.children.length > rows.length) ul.lastElementChild.remove();
   fresh.clear();
   markSelected(selectedId);
+  markLint(rows);
   const empty = $('#list-empty');
   empty.hidden = list.messages.length > 0;
   empty.textContent = list.search ? 'No messages match this search.' : 'No messages yet. Send one to the SMTP port.';

@@ -5,6 +5,8 @@
  * and follows the live event stream. One module per view or concern:
  *   list.js     message list, search, paging, counts
  *   message.js  the message page and its tabs (HTML, text, headers, raw, attachments, transport)
+ *   checks.js   the message's Checks tab (lint, HTML check, link check, spam check)
+ *   lintmarks.js the list's marker on messages whose lint has errors
  *   actions.js  delete, mark read, move: toolbar buttons and keyboard shortcuts
  *   relay.js    Test relay and Release
  *   sessions.js the Sessions view (SMTP conversations); session.js one session and its transcript

@@ -1,12 +1,13 @@
 /*
  * The message page: header block, the sandboxed HTML, and the tabs (text, headers, raw,
- * attachments, transport).
+ * attachments, transport, checks).
  *
  * Hooks for end-to-end tests:
  *   #message-view             the message pane; has the hidden attribute while none is open
  *   #message-subject          subject of the open message; #message-meta its header block (dl)
- *   [data-tab="html|text|headers|raw|attachments|transport"]  tabs (role=tab, aria-selected)
- *   #panel-html, #panel-text, #panel-headers, #panel-raw, #panel-attachments, #panel-transport
+ *   [data-tab="html|text|headers|raw|attachments|transport|checks"]  tabs (role=tab, aria-selected)
+ *   #panel-html, #panel-text, #panel-headers, #panel-raw, #panel-attachments, #panel-transport,
+ *   #panel-checks (its hooks are listed in checks.js)
  *   #html-frame               <iframe sandbox="allow-popups allow-popups-to-escape-sandbox">
  *                             with src /view/{ID}.html; #btn-remote reloads it with ?remote=1
  *   #text-body, #headers-table, #raw-body, #raw-download, #attachment-list, #transport-list
@@ -20,6 +21,7 @@ import { fail, showNotice } from './notice.js';
 import { back, hashFor, navigate } from './router.js';
 import { focusRow, markSelected, rowById, setRead, summaryById } from './list.js';
 import { hideReleaseForm } from './relay.js';
+import { initChecks, loadChecks } from './checks.js';
 
 const narrow = window.matchMedia('(max-width: 800px)');
 const TABS = '#message-view [role="tab"]';
@@ -34,7 +36,7 @@ let openSeq = 0; // answers for a message no longer open are dropped
 let loadedTabs = new Set();
 
 /** Tabs whose content is fetched when first shown: name -> load(message, stillShown). */
-const lazyTabs = new Map([['headers', loadHeaders], ['raw', loadRaw]]);
+const lazyTabs = new Map([['headers', loadHeaders], ['raw', loadRaw], ['checks', loadChecks]]);
 
 /**
  * Point the sandboxed iframe at a URL. A fresh element each time: changing the src of a loaded
@@ -220,4 +222,5 @@ export function initMessage() {
     tab.addEventListener('click', () => selectTab(tab.dataset.tab));
     tab.addEventListener('keydown', onTabKey);
   }
+  initChecks();
 }
