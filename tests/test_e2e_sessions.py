@@ -668,6 +668,23 @@ class RetentionTests(SessionChecks, TestCase):
         listing = self.listing()
         self.assertEqual((listing["total"], listing["sessions"]), (0, []))
 
+    def test_session_open_at_the_stop_is_kept(self) -> None:
+        """twistd closes open connections after the services stopped: still written."""
+        self.daemon = Daemon.for_test(self, {SMTP: {"tls": "none"}, "web": {}})
+        raw = socket.create_connection(("127.0.0.1", self.daemon.ports[SMTP]),
+                                       timeout=CLIENT_TIMEOUT)
+        self.addCleanup(raw.close)
+        raw.sendall(b"EHLO open.at.stop\r\nMAIL FROM:<a@example.com>\r\n")
+        received = b""
+        while received.count(b"\r\n250 ") < 2:
+            received += raw.recv(4096)
+        self.assertIn(self.daemon.stop(), (0, -signal.SIGTERM))
+        self.daemon.start()
+        session = self.wait_for(lambda s: s["Helo"] == "open.at.stop", "open at the stop")
+        self.assertEqual(self.client_lines(session),
+                         ["EHLO open.at.stop", "MAIL FROM:<a@example.com>"])
+        self.assertEqual(session["Outcome"], "dropped")
+
 
 ALICE, BOB, ROOT = (USER, PASSWORD), ("bob", "bob-" + PASSWORD), ("root", "root-" + PASSWORD)
 

@@ -200,16 +200,34 @@ class SessionLog(MultiService):
             self._db = SessionDatabase(self._path)
 
     def stopService(self) -> Deferred[None]:
+        """
+        Write what waits; sessions still open end after this (twistd closes their
+        connections once the services stopped), so they are written one by one as they
+        end, and the database closes after the reactor's shutdown.
+        """
         stopped: Deferred[None] = super().stopService()  # the thread finishes its work
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self._timer = None
+        self._write_now()
+        if self._db is not None:
+            if hasattr(self._clock, "addSystemEventTrigger"):
+                self._clock.addSystemEventTrigger("after", "shutdown", self._close)
+            else:
+                self._close()
+        return stopped
+
+    def _write_now(self) -> None:
+        """Write what waits on this thread: only at shutdown, a few rows."""
+        waiting, self._waiting = self._waiting, []
+        if waiting and self._db is not None:
+            self._db.add(waiting, self.keep)
+
+    def _close(self) -> None:
+        self._write_now()
         db, self._db = self._db, None
         if db is not None:
-            waiting, self._waiting = self._waiting, []
-            if waiting:
-                db.add(waiting, self.keep)  # the last few rows: written before exit
             db.close()
-        return stopped
 
     def ended(self, session: Session) -> None:
         """A session is over (reactor thread): tell the listeners, keep it soon."""
@@ -221,7 +239,9 @@ class SessionLog(MultiService):
         if self._db is None:
             return
         self._waiting.append(session)
-        if self._timer is None:
+        if not self.running:
+            self._write_now()  # a connection closed by the shutdown
+        elif self._timer is None:
             self._timer = self._clock.callLater(BATCH_DELAY, self._write_waiting)
 
     def _write_waiting(self) -> None:
@@ -235,6 +255,9 @@ class SessionLog(MultiService):
         db = self._db
         if db is None:
             return succeed(read(_EMPTY))
+        if not self.running:  # shutting down: the worker thread is gone
+            self._write_now()
+            return succeed(read(db))
         waiting, self._waiting = self._waiting, []
         keep = self.keep
 
