@@ -170,6 +170,14 @@ def search_values(facts: Facts) -> tuple[str, ...]:
     )
 
 
+def search_row(summary: Summary) -> dict[str, Any]:
+    """The columns of C{summary}'s row that L{mailsink.search.matches} reads."""
+    row: dict[str, Any] = dict(zip(SEARCH_COLUMNS, search_values(summary.facts), strict=True))
+    row.update(read=summary.read, attachments=summary.facts.attachments, size=summary.size,
+               created=summary.created)
+    return row
+
+
 @attrs.define
 class Parsed:
     """A file read and parsed outside the database thread."""

@@ -22,6 +22,9 @@ plain word, so it matches literally. Bounds keep the SQL small: at most L{MAX_TE
 
 Every user value reaches SQLite as a bound parameter; C{LIKE} patterns escape C{%}, C{_}
 and the escape character itself, with C{ESCAPE '\\'}.
+
+L{matches} answers the same question for one message in memory, without SQLite: the web
+API's waiting requests test each new message with it before they ask the index again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import attrs
@@ -234,3 +238,41 @@ def _sql(term: Term, params: list[Any]) -> str:
         return "size > ?" if term.larger else "size < ?"
     params.append(term.moment)
     return "created < ?" if term.before else "created >= ?"
+
+
+# In memory.
+
+
+def matches(query: Query, row: Mapping[str, Any]) -> bool:
+    """
+    Whether a message whose index columns hold C{row} satisfies C{query}, as L{to_sql}'s
+    condition says in SQLite. C{row} maps the lower-cased text columns (L{TEXT_COLUMNS} and
+    C{tags_lc}), C{read}, C{attachments}, C{size} and C{created} to their values.
+    """
+    return all(_matches(term, row) for term in query.terms)
+
+
+def _matches(term: Term, row: Mapping[str, Any]) -> bool:
+    if isinstance(term, Not):
+        return not _matches(term.term, row)
+    if isinstance(term, Text):
+        if term.field == "tag":
+            return _like(row["tags_lc"], f"{TAG_SEPARATOR}{term.value}{TAG_SEPARATOR}")
+        columns = FIELD_COLUMNS.get(term.field, TEXT_COLUMNS)
+        return any(_like(row[column], term.value) for column in columns)
+    if isinstance(term, Flag):
+        return {"read": bool(row["read"]), "unread": not row["read"],
+                "attachment": row["attachments"] > 0}[term.name]
+    if isinstance(term, Size):
+        return bool(row["size"] > term.limit if term.larger else row["size"] < term.limit)
+    return bool(row["created"] < term.moment if term.before else row["created"] >= term.moment)
+
+
+def _like(text: str, value: str) -> bool:
+    """
+    C{text LIKE like_pattern(value)} as SQLite runs it: both are C strings there, so each
+    ends at its first NUL, and a pattern cut short that way has lost its closing C{%}.
+    """
+    text = text.partition("\0")[0]
+    value, nul, _ = value.partition("\0")
+    return text.endswith(value) if nul else value in text

@@ -1,4 +1,7 @@
-"""The search syntax: parsing to the AST, and the SQL it compiles to, run on SQLite."""
+"""
+The search syntax: parsing to the AST, the SQL it compiles to, run on SQLite, and the same
+question answered in memory (agreeing with SQLite).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,14 @@ import calendar
 import sqlite3
 from typing import Any
 
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from mailsink import search
-from mailsink.index_codec import SEARCH_COLUMNS, search_values
-from mailsink.messages import Address, Facts
+from mailsink.index_codec import SEARCH_COLUMNS, search_row, search_values
+from mailsink.messages import Address, Facts, Summary
 from mailsink.search import Flag, Not, Query, Received, Size, Text, parse, to_sql, where
 
 
@@ -216,3 +220,64 @@ class SqlTests(TestCase):
         self.assertEqual(condition.count("?"), len(params))
         rows: Any = self.db.execute(f"SELECT id FROM messages WHERE {condition}", params)
         self.assertLessEqual(len(rows.fetchall()), len(ROWS))
+
+
+NUL_ROW = ("n", day("2026-01-20") + 1, 1, 1024, 1,
+           Facts(subject="he\0llo", sender=Address("", "a\0b@example.com"),
+                 snippet="body\0text", tags=("x\0y",)))
+"""Header values may hold NUL; SQLite's LIKE reads its operands only up to one."""
+
+QUERIES = ["", "ann", "SHIPPED order", '"order 100"', "from:ann", "addressed:example.net",
+           "message-id:M1@", "subject:äöü", "tag:orders", "tag:order", "100%", "_", "\\",
+           "is:read", "is:unread", "has:attachment", "larger:2M", "smaller:1K",
+           "before:2026-01-20", "after:2026-01-20", "-from:ann", "!is:read -has:attachment",
+           "he", "llo", "he\0", "he\0zz", "\0", "subject:he\0", "body", "text", "tag:x",
+           "a\0", "from:a\0b"]
+
+
+class MatchesTests(TestCase):
+    """L{search.matches} agrees with SQLite on each row, for any query."""
+
+    def setUp(self) -> None:
+        self.db = sqlite3.connect(":memory:")
+        self.addCleanup(self.db.close)
+        columns = ", ".join(f"{name} TEXT NOT NULL" for name in SEARCH_COLUMNS)
+        self.db.execute("CREATE TABLE messages (id TEXT, created REAL, read INTEGER, "
+                        f"size INTEGER, attachments INTEGER, {columns})")
+        marks = ", ".join("?" * (5 + len(SEARCH_COLUMNS)))
+        self.rows = {}
+        for mid, created, read, size, attachments, facts in [*ROWS, NUL_ROW]:
+            facts = attrs.evolve(facts, attachments=attachments)
+            self.db.execute(f"INSERT INTO messages VALUES ({marks})",
+                            (mid, created, read, size, attachments, *search_values(facts)))
+            self.rows[mid] = search_row(Summary(mid, "", bool(read), created, size, facts))
+
+    def check(self, text: str) -> list[str]:
+        condition, params = where(text)
+        in_sqlite = [row[0] for row in self.db.execute(
+            f"SELECT id FROM messages WHERE {condition} ORDER BY id", params)]
+        query = parse(text)
+        in_memory = sorted(mid for mid, row in self.rows.items() if search.matches(query, row))
+        self.assertEqual(in_memory, in_sqlite, repr(text))
+        return in_memory
+
+    def test_examples(self) -> None:
+        for text in QUERIES:
+            self.check(text)
+        self.assertEqual(self.check("llo"), ["c"])  # not "he\\0llo": its text ends at NUL
+        self.assertEqual(self.check("he\0zz"), ["n"])  # the pattern "%he": ends with "he"
+        self.assertEqual(self.check("-text"), ["a", "b", "n"])
+
+    @given(st.lists(st.sampled_from(
+        ["from:", "to:", "tag:", "subject:", "addressed:", "-", "!", '"', " ", "is:read",
+         "is:unread", "has:attachment", "larger:1K", "smaller:2M", "before:2026-01-20",
+         "after:2026-01-20", "ann", "shop", "order", "he", "llo", "\0", "%", "_", "\\", "x",
+         "ä", "<", "@", "\n", "orders", "vip"])).map("".join))
+    @settings(max_examples=500, deadline=None)
+    def test_any_query_of_the_syntax(self, text: str) -> None:
+        self.check(text)
+
+    @given(st.text(max_size=40))
+    @settings(max_examples=300, deadline=None)
+    def test_any_text(self, text: str) -> None:
+        self.check(text)
