@@ -40,6 +40,9 @@ class Metrics:
                               registry=self.registry)
         self.deleted = Counter("mailsink_messages_deleted", "Messages deleted or pruned",
                                ["how"], registry=self.registry)
+        self.waiting = Gauge("mailsink_api_waiting",
+                             "API requests waiting for mail (?wait=) now",
+                             registry=self.registry)
 
     def prometheus_text(self) -> bytes:
         """The registry in Prometheus' text exposition format."""

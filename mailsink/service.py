@@ -53,6 +53,7 @@ from mailsink.tls import GENERATED_CERT_NAME, load_or_generate_certificate, serv
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
 from mailsink.web.events import EventHub
+from mailsink.web.waiting import Waiting
 from mailsink.web.webhook import subscribe_webhooks
 
 log = Logger()
@@ -227,6 +228,8 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
     if sessions is not None:
         sessions.listeners.append(lambda session: hub.index_event("session", session))
     index.subscribe(hub.index_event)
+    waiting = Waiting(index, reactor, metrics)
+    index.subscribe(waiting.index_event)
     subscribe_webhooks(web, index, reactor)
     reactor.callWhenRunning(hub.start)
     links = LinkChecker.on(reactor)  # one for all listeners: at most 5 links at a time
@@ -241,7 +244,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
         app = WebApp(index, access, hub, metrics, threads.run_blocking, chaos, maildir,
                      config.mailsink.hostname, listener.section,
                      config.mailsink.max_message_size, relay=relay, sessions=sessions,
-                     links=links, spamd=spamd)
+                     links=links, spamd=spamd, waiting=waiting)
         site = Site(app.resource())
         site.displayTracebacks = False
         site.noisy = False  # mailsink logs its own line per listener

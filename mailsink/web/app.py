@@ -106,7 +106,7 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
     @inlineCallbacks
     def list_messages(self, request: IRequest, viewer: Viewer) -> Any:
         start, limit = page_arguments(request)
-        page = yield self.index.page("", start, limit, viewer.mailboxes)
+        page = yield self._page(request, "", start, limit, viewer)
         return self._json(request, _page_json(page, start))
 
     @app.route("/api/v1/search", methods=["GET"])
@@ -117,7 +117,7 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
         query = query_argument(request)
         if not query:
             raise BadRequest("query is required")
-        page = yield self.index.page(query, start, limit, viewer.mailboxes)
+        page = yield self._page(request, query, start, limit, viewer)
         return self._json(request, _page_json(page, start))
 
     @app.route("/api/v1/messages", methods=["PUT"])

@@ -1,5 +1,6 @@
 """
-Reading what a request asks for: paging, the search query, and JSON bodies.
+Reading what a request asks for: paging, the search query, waiting for mail, and JSON
+bodies.
 
 State-changing routes take only JSON (C{Content-Type: application/json}), so a plain HTML
 form on another site cannot trigger them (no CSRF); a bad value is a 400 that says why.
@@ -8,6 +9,7 @@ form on another site cannot trigger them (no CSRF); a bad value is a 400 that sa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -16,6 +18,9 @@ MAX_LIMIT = 1000
 """The most messages one page may ask for."""
 MAX_BODY = 1024 * 1024
 """The largest JSON body accepted."""
+MAX_WAIT = 60
+"""The longest a request may wait for mail (C{?wait=}), in seconds."""
+_SECONDS = re.compile(r"\d{1,9}(\.\d{1,9})?")
 
 
 class BadRequest(Exception):
@@ -36,6 +41,27 @@ def query_argument(request: IRequest) -> str:
         return values[0].decode("utf-8").strip()
     except UnicodeDecodeError:
         raise BadRequest("query must be UTF-8") from None
+
+
+def wait_arguments(request: IRequest) -> tuple[float, int] | None:
+    """
+    C{wait} (seconds, at most L{MAX_WAIT}; decimals allowed) and C{count} (default 1), or
+    None when the request does not wait. Waiting longer is refused, not shortened: a client
+    asking for more would otherwise take an early empty answer for "no mail".
+    """
+    values = request.args.get(b"wait")
+    if not values or values[0] == b"":
+        return None  # and C{count} alone changes nothing: Mailpit's answer, as without it
+    text = values[0].decode("ascii", "replace")
+    if not _SECONDS.fullmatch(text):
+        raise BadRequest("wait must be a number of seconds")
+    seconds = float(text)
+    if seconds > MAX_WAIT:
+        raise BadRequest(f"wait must be at most {MAX_WAIT} seconds")
+    count = _whole_number(request, b"count", 1)
+    if count < 1:
+        raise BadRequest("count must be 1 or more")
+    return seconds, count
 
 
 def json_body(request: IRequest, required: bool) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mailsink import mime
 from mailsink.chaos import Chaos
 from mailsink.checks.link_check import LinkChecker
 from mailsink.checks.spamc import Spamd
+from mailsink.index_codec import Page
 from mailsink.maildir import Maildir
 from mailsink.messages import Summary
 from mailsink.metrics import Metrics
@@ -30,7 +31,8 @@ from mailsink.sessions.store import SessionLog, no_sessions
 from mailsink.threads import RunBlocking
 from mailsink.web.access import Access, Viewer
 from mailsink.web.events import EventHub
-from mailsink.web.requests import BadRequest, query_argument
+from mailsink.web.requests import BadRequest, query_argument, wait_arguments
+from mailsink.web.waiting import Question, Waiting
 
 app = Klein()
 """Every route and error handler, whichever module defines it."""
@@ -69,7 +71,8 @@ class Routes:
                  relay: RelayService | None = None,
                  sessions: SessionLog | None = None,
                  links: LinkChecker | None = None,
-                 spamd: Spamd | None = None) -> None:
+                 spamd: Spamd | None = None,
+                 waiting: Waiting | None = None) -> None:
         self.index = index
         self.access = access
         self.hub = hub
@@ -90,6 +93,8 @@ class Routes:
         """Checks the links of C{link-check}; None: that check is not available."""
         self.spamd = spamd
         """The spamd of C{[spamassassin] host}; None: the spam check is off."""
+        self.waiting = waiting
+        """Holds C{?wait=} requests until mail comes; None: C{wait} is answered 400."""
 
     @app.handle_errors(BadRequest)
     def _bad_request(self, request: IRequest, failure: Any) -> bytes:
@@ -112,10 +117,29 @@ class Routes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"ok"
 
+    def _page(self, request: IRequest, query: str, start: int, limit: int,
+              viewer: Viewer) -> Deferred[Page]:
+        """A page of the list or a search; with C{?wait=}, once enough messages match."""
+        wait = wait_arguments(request)
+        if wait is None:
+            return self.index.page(query, start, limit, viewer.mailboxes)
+        if self.waiting is None:
+            raise BadRequest("this listener cannot wait for mail")
+        seconds, count = wait
+        mailboxes = None if viewer.mailboxes is None else frozenset(viewer.mailboxes)
+        return self.waiting.until(request, Question(query, mailboxes, start, limit), count,
+                                  seconds)
+
     @inlineCallbacks
     def _summary(self, message_id: str, viewer: Viewer, request: IRequest) -> Any:
-        """The message named in the URL (C{latest}: the newest, or newest matching)."""
-        if message_id == "latest":
+        """
+        The message named in the URL (C{latest}: the newest, or newest matching; with
+        C{?wait=}, once enough messages match).
+        """
+        if message_id == "latest" and wait_arguments(request) is not None:
+            page = yield self._page(request, query_argument(request), 0, 1, viewer)
+            summary = page.messages[0] if page.messages else None
+        elif message_id == "latest":
             summary = yield self.index.latest(query_argument(request), viewer.mailboxes)
         else:
             summary = yield self.index.get(message_id, viewer.mailboxes)
