@@ -80,24 +80,36 @@ class MailsinkClient:
         least C{count} of them. Raises L{WaitTimeout} (an C{AssertionError} that lists what
         the store holds) if there are still fewer after C{timeout} seconds.
 
-        Each request asks the API to wait (at most L{MAX_WAIT} seconds) until C{count}
-        match; another is made only if the sink answered before the timeout with fewer.
+        One request asks the API to wait (C{wait}, at most L{MAX_WAIT} seconds) until
+        C{count} match; another is made only when the sink answered before the timeout with
+        fewer (a timeout over L{MAX_WAIT}). A sink that answers at once without waiting does
+        not support C{wait}: L{MailsinkError}, rather than asking it again and again.
         """
+        __tracebackhide__ = True  # pytest: the failure is the test's line, not this loop
         if count < 1:
             raise ValueError("count must be 1 or more")
         deadline = time.monotonic() + timeout
         path, arguments = ("/api/v1/search", {"query": query}) if query else (
             "/api/v1/messages", {})
         while True:
-            wait = min(MAX_WAIT, max(0.0, deadline - time.monotonic()))
+            asked = time.monotonic()
+            wait = min(MAX_WAIT, max(0.0, deadline - asked))
             page = self._json("GET", path, {
-                **arguments, "limit": str(max(PAGE, count)), "count": str(count),
-                "wait": _seconds(wait)}, timeout=wait + REQUEST_TIMEOUT)
-            matches = [Summary.from_json(value) for value in page["messages"]]
-            if len(matches) >= count:
-                return matches
+                **arguments, "limit": str(PAGE), "count": str(count), "wait": _seconds(wait)},
+                timeout=wait + REQUEST_TIMEOUT)
+            matched = int(page["messages_count"])
+            if matched >= count:
+                if matched > len(page["messages"]):
+                    return self._all(path, arguments)
+                return [Summary.from_json(value) for value in page["messages"]]
             if time.monotonic() >= deadline:
-                raise WaitTimeout(self._timeout_report(query, count, timeout, matches))
+                found = [Summary.from_json(value) for value in page["messages"]]
+                raise WaitTimeout(self._timeout_report(query, count, timeout, found))
+            if time.monotonic() - asked < wait / 2:
+                raise MailsinkError(
+                    f"the sink at {self.web_url} answered at once when asked to wait "
+                    f"{wait:g} s for {count} message{'' if count == 1 else 's'}: it does not "
+                    "support the API's wait parameter (mailsink's API has it)")
 
     def message(self, message_id: str) -> Message:
         """

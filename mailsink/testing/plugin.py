@@ -23,13 +23,14 @@ REMOTE_TIMEOUT = 30.0
 """Seconds a running sink (a service container still starting) may take to answer."""
 
 _PROCESS = pytest.StashKey[SinkProcess]()
+_RUNNING = pytest.StashKey[Sink]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mailsink", "mailsink: a mail sink for the tests")
     group.addoption(
         "--mailsink-url", metavar="URL", default=None,
-        help="use the mailsink (or Mailpit) whose web listener is at URL instead of "
+        help="use the running mailsink whose web listener is at URL instead of "
              "starting one (default: $MAILSINK_URL)")
     group.addoption(
         "--mailsink-smtp", metavar="HOST:PORT", default=None,
@@ -37,15 +38,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              f"port {DEFAULT_SMTP_PORT})")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A sink named by URL is checked now: a typo is a usage error, not failing tests."""
+    url = config.getoption("mailsink_url") or os.environ.get("MAILSINK_URL")
+    if url:
+        smtp = config.getoption("mailsink_smtp") or os.environ.get("MAILSINK_SMTP")
+        try:
+            config.stash[_RUNNING] = remote_sink(url, smtp)
+        except ValueError as error:
+            raise pytest.UsageError(f"--mailsink-url / --mailsink-smtp: {error}") from None
+
+
 @pytest.fixture(scope="session")
 def mailsink_server(request: pytest.FixtureRequest,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sink]:
     """The sink of this test run: started for it and stopped at its end, or the running
     one named by C{--mailsink-url}."""
-    url = request.config.getoption("mailsink_url") or os.environ.get("MAILSINK_URL")
-    if url:
-        yield _running_sink(url, request.config.getoption("mailsink_smtp")
-                            or os.environ.get("MAILSINK_SMTP"))
+    running = request.config.stash.get(_RUNNING, None)
+    if running is not None:
+        yield _ready(running)
         return
     process = SinkProcess(str(tmp_path_factory.mktemp("mailsink")))
     request.config.stash[_PROCESS] = process
@@ -73,12 +84,8 @@ def mailsink(request: pytest.FixtureRequest, mailsink_server: Sink) -> MailsinkC
     return client
 
 
-def _running_sink(url: str, smtp: str | None) -> Sink:
-    """The sink at C{url}, once its API and SMTP listener answer."""
-    try:
-        sink = remote_sink(url, smtp)
-    except ValueError as error:
-        raise pytest.UsageError(f"--mailsink-url / --mailsink-smtp: {error}") from None
+def _ready(sink: Sink) -> Sink:
+    """C{sink}, once its API and SMTP listener answer."""
     try:
         wait_ready([(f"the sink's web listener at {sink.web_url}", web_ready(sink.web_url)),
                     (f"the sink's SMTP listener at {sink.smtp_host}:{sink.smtp_port}",
