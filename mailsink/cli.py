@@ -1,7 +1,8 @@
 """
 The C{mailsink} console script: one argparse sub-command per task (C{passwd}, C{check},
 C{send}, C{ls}, C{show}, C{lint}), each a function taking the parsed arguments and
-returning an exit status. Errors are one line on standard error: status 2 for usage, 1 for
+returning an exit status; C{sendmail} is L{mailsink.sendmail_main}'s, with sendmail's own
+flags and exit statuses. Errors are one line on standard error: status 2 for usage, 1 for
 failures. Passwords are never printed, echoed or taken from the command line.
 """
 
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mailsink import probe, send, store_view
+from mailsink import probe, send, sendmail_main, store_view
 from mailsink.auth.passwords import hash_bcrypt
 from mailsink.checks import command as lint_command
 from mailsink.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "1 when one is an error.")
     lint.add_argument("file", metavar="FILE", help="the message file, or - for standard input")
     lint.set_defaults(run=run_lint)
+    commands.add_parser("sendmail", add_help=False, help="a sendmail-compatible command "
+                        "(as mailsink-sendmail; see mailsink sendmail --help)")
     return parser
 
 
@@ -141,6 +144,9 @@ def add_probe_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line C{argv} (default C{sys.argv[1:]}); return the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sendmail"]:  # sendmail's own flags, which argparse cannot read
+        return sendmail_main.main(argv[1:], prog="mailsink sendmail")
     parser = build_parser()
     try:
         arguments = parser.parse_args(argv)
