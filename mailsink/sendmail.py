@@ -23,7 +23,7 @@ import attrs
 EX_USAGE = 64
 """sysexits.h: the command was used incorrectly."""
 
-_SHORT = "B:C:F:GL:N:O:R:UV:X:b:c:e:f:h:imno:p:q:r:tv"
+_SHORT = "B:C:F:GL:N:O:R:UV:X:b:c:e:f:h:imno:p:qr:tv"
 """Every flag of sendmail's getopt string that takes an argument ends in ':'."""
 _LONG = ["smtp=", "config=", "help"]
 _IGNORED = frozenset("BGLNORUVehmnpv")

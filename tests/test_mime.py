@@ -7,6 +7,7 @@ import time
 import tracemalloc
 from email.message import EmailMessage
 
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
@@ -263,6 +264,42 @@ class TraceTests(TestCase):
         facts = mime.facts(raw)
         self.assertEqual(facts.transport.rcpt_to, ("to@example.com",))
         self.assertEqual(facts.bcc, ())
+
+    def test_sendmailCommand(self) -> None:
+        """
+        mailsink-sendmail's header right below mailsink's own, on a loopback connection:
+        protocol local and the Unix user; anywhere else it is only a client's header.
+        """
+        local = (b"Received: from alice (uid 1000)\n\tby devbox (mailsink-sendmail) with local;"
+                 b"\n\tSun, 01 Mar 2026 11:30:00 +0000 (UTC)\n")
+        plain = envelope(tls_version=None, tls_cipher=None, tls_bits=None, user=None,
+                         protocol="ESMTP", listener="smtp", helo="localhost")
+        for address in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+            with self.subTest(address=address):
+                transport = mime.facts(stored(local + b"Subject: s\n\nx",
+                                              attrs.evolve(plain, client_address=address)))
+                self.assertEqual(transport.transport, Transport(
+                    remote_address=address, helo="localhost", username="alice",
+                    mail_from="sender@example.com",
+                    rcpt_to=("to@example.com", "hidden@example.com"), listener="smtp",
+                    protocol="local"))
+        remote = stored(local + b"Subject: s\n\nx",
+                        attrs.evolve(plain, client_address="192.0.2.7"))
+        self.assertEqual(mime.facts(remote).transport.protocol, "ESMTP")
+        lower = stored(b"Subject: s\n" + local + b"\nx", plain)
+        self.assertEqual(mime.facts(lower).transport.username, "")
+        authenticated = stored(local + b"\nx", attrs.evolve(plain, user="bob"))
+        self.assertEqual(mime.facts(authenticated).transport.username, "bob")
+
+    def test_sendmailFallback(self) -> None:
+        """Written into the Maildir by mailsink-sendmail: its trace block, protocol local."""
+        raw = (b"Return-Path: <app@example.com>\nDelivered-To: a@example.com\n"
+               b"Received: from alice (uid 1000)\n\tby devbox (mailsink-sendmail, written to "
+               b"the Maildir directly: 127.0.0.1:1025 refused the connection)\n"
+               b"\twith local;\n\tSun, 01 Mar 2026 11:30:00 +0000 (UTC)\nSubject: s\n\nx")
+        self.assertEqual(mime.facts(raw).transport, Transport(
+            username="alice", mail_from="app@example.com", rcpt_to=("a@example.com",),
+            protocol="local"))
 
 
 class ViewTests(TestCase):
