@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import importlib.metadata
+import itertools
 import json
 import socket
 import threading
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 from daemon import Daemon
 
-from mailsink.testing import MailsinkClient, MailsinkError, Sink
+from mailsink.testing import MailsinkClient, MailsinkError, Sink, server
+from mailsink.testing.server import SinkFailed
 from mailsink.testing.sink import DEFAULT_SMTP_PORT, remote_sink
 
 pytest_plugins = ["pytester"]
@@ -313,3 +315,37 @@ def test_an_unreachable_sink_is_one_clear_error() -> None:
                                  smtp_port=DEFAULT_SMTP_PORT))
     with pytest.raises(MailsinkError, match=f"cannot reach the sink at http://127.0.0.1:{port}"):
         client.messages()
+
+
+# The started sink's process, directly.
+
+def test_a_port_taken_meanwhile_is_tried_again_and_the_sink_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        picks = itertools.count()
+        free_port = server._free_port
+        monkeypatch.setattr(server, "_free_port",
+                            lambda: taken_port if next(picks) == 0 else free_port())
+        process = server.SinkProcess(str(tmp_path))
+        try:
+            sink = process.start()
+            assert process.process is not None and process.process.poll() is None
+            assert taken_port not in (sink.smtp_port, sink.starttls_port, sink.smtps_port)
+            assert "Address already in use" in (tmp_path / "twistd.log").read_text()
+        finally:
+            process.stop()
+    assert process.process.returncode is not None
+    with pytest.raises(SinkFailed, match="mailsink exited with status"):
+        process.check_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", sink.smtp_port), timeout=5).close()
+
+
+def test_no_twistd_is_one_clear_error(tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "TWISTD", str(tmp_path / "twistd"))
+    with pytest.raises(SinkFailed, match="no twistd next to"):
+        server.SinkProcess(str(tmp_path)).start()

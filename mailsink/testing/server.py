@@ -50,7 +50,8 @@ class SinkProcess:
 
     def start(self) -> Sink:
         """Start the sink and wait until it serves; its addresses. Raises L{SinkFailed}."""
-        for attempt in range(1, START_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             ports = _Ports(*(_free_port() for _ in _Ports._fields))
             sink = Sink(web_url=f"http://{HOST}:{ports.web}", smtp_host=HOST,
                         smtp_port=ports.smtp, starttls_port=ports.starttls,
@@ -69,6 +70,7 @@ class SinkProcess:
             except SinkFailed:
                 port_taken = any(text in self._log_since(log_start) for text in _PORT_TAKEN)
                 if port_taken and attempt < START_ATTEMPTS:
+                    attempt += 1
                     continue
                 raise
             except (TimeoutError, NotASink) as error:
@@ -76,7 +78,6 @@ class SinkProcess:
                 raise SinkFailed(f"mailsink did not start: {error}\n{self._log_quote()}") \
                     from None
             return sink
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def check_alive(self) -> None:
         """Raise L{SinkFailed} with the log if the sink is not running."""
