@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailsink.testing.client import MailsinkClient, MailsinkError
-from mailsink.testing.readiness import NotASink, smtp_greets, wait_ready, web_ready
+from mailsink.testing.readiness import ProbeFailed, smtp_greets, wait_ready, web_ready
 from mailsink.testing.server import SinkFailed, SinkProcess
 from mailsink.testing.sink import DEFAULT_SMTP_PORT, Sink, remote_sink
 
@@ -90,7 +90,7 @@ def _ready(sink: Sink) -> Sink:
         wait_ready([(f"the sink's web listener at {sink.web_url}", web_ready(sink.web_url)),
                     (f"the sink's SMTP listener at {sink.smtp_host}:{sink.smtp_port}",
                      smtp_greets(sink.smtp_host, sink.smtp_port))], REMOTE_TIMEOUT)
-    except (TimeoutError, NotASink) as error:
+    except (TimeoutError, ProbeFailed) as error:
         pytest.fail(f"{error} (--mailsink-url and --mailsink-smtp, or MAILSINK_URL and "
                     "MAILSINK_SMTP, say where it runs)", pytrace=False)
     return sink

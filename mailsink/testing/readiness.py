@@ -31,7 +31,13 @@ def web_ready(url: str) -> Probe:
             with _DIRECT.open(f"{url}/readyz", timeout=timeout) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError as error:
-            return error.code != 503 and _refuse(f"GET {url}/readyz answered {error.code}")
+            if error.code == 503:
+                return False  # still indexing
+            raise ProbeFailed(f"GET {url}/readyz answered {error.code}") from None
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ssl.SSLError):
+                raise ProbeFailed(f"GET {url}/readyz: {error.reason}") from None
+            return False
         except OSError:
             return False
 
@@ -56,7 +62,7 @@ def smtp_greets(host: str, port: int, implicit_tls: bool = False) -> Probe:
                     return False
                 greeting += chunk
             if not greeting.startswith(b"220"):
-                _refuse(f"{host}:{port} greeted with {greeting!r}, not SMTP's 220")
+                raise ProbeFailed(f"{host}:{port} greeted with {greeting!r}, not SMTP's 220")
             sock.sendall(b"QUIT\r\n")
             return True
         except (OSError, ssl.SSLError):
@@ -82,12 +88,8 @@ def wait_ready(probes: Sequence[tuple[str, Probe]], timeout: float,
             pause(POLL_INTERVAL)
 
 
-class NotASink(Exception):
-    """Something answers there, but not as a mailsink listener would."""
-
-
-def _refuse(reason: str) -> bool:
-    raise NotASink(reason)
+class ProbeFailed(Exception):
+    """An answer that waiting will not change: not a mailsink listener, or TLS refused."""
 
 
 def _unverified() -> ssl.SSLContext:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import NamedTuple
 
-from mailsink.testing.readiness import NotASink, smtp_greets, wait_ready, web_ready
+from mailsink.testing.readiness import ProbeFailed, smtp_greets, wait_ready, web_ready
 from mailsink.testing.sink import Sink
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -73,7 +73,7 @@ class SinkProcess:
                     attempt += 1
                     continue
                 raise
-            except (TimeoutError, NotASink) as error:
+            except (TimeoutError, ProbeFailed) as error:
                 self.stop()
                 raise SinkFailed(f"mailsink did not start: {error}\n{self._log_quote()}") \
                     from None
