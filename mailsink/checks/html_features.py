@@ -4,9 +4,14 @@ Which caniemail.com features the HTML check looks for, and how each is found.
 The set is Mailpit's (its C{internal/htmlcheck} tests these slugs), so a message scores
 alike in both, with each feature found the way caniemail.com's own test describes it rather
 than by a pattern over the text: C{margin-top} is the C{margin} feature, C{display:flex}
-inside a string is nothing, C{<input type="checkbox">} is the checkbox feature. Two slugs
-are added where Mailpit's family is incomplete: C{css-linear-gradient} beside the radial and
-conic ones, and C{css-at-media-prefers-color-scheme} beside C{@media} (dark mode).
+inside a string is nothing, C{<input type="checkbox">} is the checkbox feature. Where
+they differ: the C{width}, C{height} and C{background} attributes are caniemail's attribute
+features (C{html-width}, ...), not the CSS properties Mailpit counts them as (C{bgcolor} and
+C{border} stay C{css-background-color} and C{css-border}, having no attribute feature, and
+Mailpit's C{padding} attribute, which HTML has not, is left out); and three slugs are added
+where Mailpit's family is incomplete: C{html-input-reset} beside the other inputs,
+C{css-linear-gradient} beside the radial and conic ones, and
+C{css-at-media-prefers-color-scheme} beside C{@media} (dark mode).
 
 Each feature counts what uses it: elements, elements with an attribute, images, CSS
 declarations (in C{style} attributes and C{<style>} sheets), at-rules, or pseudo-classes in
