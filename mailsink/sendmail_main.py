@@ -173,3 +173,7 @@ def calling_user(hostname: str, environ: Mapping[str, str]) -> Identity:
 def _fail(prog: str, sentence: str, status: int) -> int:
     print(f"{prog}: {sentence}", file=sys.stderr)
     return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
