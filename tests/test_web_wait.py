@@ -154,6 +154,13 @@ class WaitRouteTests(WaitingWeb, WebTestCase):
         code, body = self.answer(pending)
         self.assertEqual((code, json.loads(body)["Subject"]), (200, "two"))
 
+    def test_other_latest_routes_wait_too(self) -> None:
+        pending = self.start("/api/v1/message/latest/raw?query=invoice&wait=10")
+        self.deliver("invoice 3")
+        code, body = self.answer(pending)
+        self.assertEqual(code, 200)
+        self.assertIn(b"Subject: invoice 3", body)
+
     def test_waiters_with_the_same_question_share_one_query(self) -> None:
         pending = [self.start("/api/v1/search?query=invoice&wait=30") for _ in range(5)]
         other = self.start("/api/v1/search?query=invoice&wait=30&limit=1")
