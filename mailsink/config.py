@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from mailsink import values
+from mailsink.mailboxes import MailboxRule, check_name, compile_recipients
 
 LISTENER_PROTOCOLS = ("smtp", "pop3", "imap", "web")
 TLS_MODES = ("none", "starttls", "starttls-required", "implicit")
@@ -116,6 +117,8 @@ _DEFAULT_LISTEN = {
 only); a C{[PROTOCOL:NAME]} section must name its own."""
 
 _SECTION_NAME = re.compile(r"(smtp|pop3|imap|web)(?::([A-Za-z0-9_-]+))?")
+_MAILBOX_PREFIX = "mailbox:"
+_MAILBOX_KEYS = ("recipients", "users")
 
 
 @attrs.frozen
@@ -219,6 +222,8 @@ class Config:
     listeners: tuple[Listener, ...]
     credentials: str = attrs.field(default="", repr=False)
     spamassassin: SpamAssassinSettings = SpamAssassinSettings()
+    mailboxes: tuple[MailboxRule, ...] = ()
+    """The C{[mailbox:NAME]} sections, in INI order."""
 
     def enabled_listeners(self, protocol: str) -> tuple[Listener, ...]:
         """The listeners of C{protocol} whose C{listen} is not empty."""
@@ -254,7 +259,10 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
     for key in ("cert", "key"):
         sections["tls"][key] = _resolve(base, sections["tls"][key])
     sections["auth"]["password_file"] = _resolve(base, sections["auth"]["password_file"])
-    listeners = tuple(_listener(name, raw[name]) for name in raw if name not in _SCHEMA)
+    mailboxes = tuple(_mailbox(name, raw[name]) for name in raw
+                      if name.startswith(_MAILBOX_PREFIX))
+    listeners = tuple(_listener(name, raw[name]) for name in raw
+                      if name not in _SCHEMA and not name.startswith(_MAILBOX_PREFIX))
     config = Config(
         path=os.path.abspath(path),
         mailsink=MailsinkSettings(**sections["mailsink"]),
@@ -264,6 +272,7 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         listeners=listeners,
         credentials=environ.get("MAILSINK_AUTH", ""),
         spamassassin=SpamAssassinSettings(**sections["spamassassin"]),
+        mailboxes=mailboxes,
     )
     _check_policies(config)
     return config
@@ -295,9 +304,14 @@ def _read_ini(text: str, path: str) -> dict[str, dict[str, str]]:
 
 def _check_section_names(raw: Mapping[str, object]) -> None:
     for name in raw:
-        if name not in _SCHEMA and not _SECTION_NAME.fullmatch(name):
+        if name.startswith(_MAILBOX_PREFIX):
+            try:
+                check_name(name[len(_MAILBOX_PREFIX):])
+            except ValueError as error:
+                raise ConfigError(name, None, str(error)) from None
+        elif name not in _SCHEMA and not _SECTION_NAME.fullmatch(name):
             known = ", ".join([*_SCHEMA, *LISTENER_PROTOCOLS])
-            raise ConfigError(name, None, f"unknown section; known: {known} "
+            raise ConfigError(name, None, f"unknown section; known: {known}, mailbox:NAME "
                               "(listeners may be named, e.g. [smtp:submission])")
 
 
@@ -363,6 +377,19 @@ def _listener(name: str, given: Mapping[str, str]) -> Listener:
         schema = {**schema, "tls": (schema["tls"][0], "implicit")}
     fields = _section(name, given, schema)
     return Listener(section=name, protocol=protocol, endpoints=fields.pop("listen"), **fields)
+
+
+def _mailbox(name: str, given: Mapping[str, str]) -> MailboxRule:
+    """A C{[mailbox:NAME]} section (its name was checked with the other section names)."""
+    unknown = sorted(set(given) - set(_MAILBOX_KEYS))
+    if unknown:
+        raise ConfigError(name, unknown[0], f"unknown key; known: {', '.join(_MAILBOX_KEYS)}")
+    try:
+        recipients = compile_recipients(given.get("recipients", ""))
+    except ValueError as error:
+        raise ConfigError(name, "recipients", str(error)) from None
+    return MailboxRule(name[len(_MAILBOX_PREFIX):], recipients,
+                       values.parse_words(given.get("users", "")))
 
 
 def _all_ssl_endpoints(listen: str) -> bool:
