@@ -16,8 +16,10 @@ from __future__ import annotations
 import datetime
 import email.utils
 import time
+from typing import Protocol
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import Interface, implementer
 
@@ -45,6 +47,20 @@ class Envelope:
     received_at: float = attrs.field(factory=time.time)
 
 
+class OpenMessage(Protocol):
+    """A message being stored: an L{IncomingMessage}, or one stored in several mailboxes."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def failed(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+    def finish(self) -> Deferred[str]: ...
+    def abort(self) -> None: ...
+
+
 class IMailboxDelivery(Interface):
     """An avatar that accepts messages into a mailbox (see the module docstring)."""
 
@@ -56,7 +72,7 @@ class IMailboxDelivery(Interface):
 
     def open_message(
         envelope: Envelope, hostname: str, producer: IPushProducer | None
-    ) -> IncomingMessage:
+    ) -> OpenMessage:
         """Begin storing a message; its trace headers are already written."""
 
 

@@ -4,7 +4,8 @@ L{IMailboxDelivery} avatar that SMTP delivers through, and decides where its mai
 
 With C{isolation = user}, an authenticated user's mail goes to a Maildir of its own under
 the shared one (C{maildir/<user>/}); the folder name is derived so that no user name can
-reach outside it or collide with C{cur/ new/ tmp/} or a Maildir++ C{.folder}.
+reach outside it or collide with C{cur/ new/ tmp/} or a Maildir++ C{.folder}. Other mail
+goes where the C{[mailbox:NAME]} rules send it (L{mailsink.recipient_delivery}).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsChecker
@@ -20,14 +21,17 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
+from mailsink.config import ConfigError
 from mailsink.delivery import IMailboxDelivery, MaildirDelivery
+from mailsink.mailboxes import MailboxRule, visible
 from mailsink.maildir import Maildir
+from mailsink.recipient_delivery import RoutedDelivery
 
 _SAFE = re.compile(r"[A-Za-z0-9_@+=,-][A-Za-z0-9._@+=,-]*")
 _RESERVED = frozenset({"cur", "new", "tmp"})
 _MAX_FOLDER = 200
 
-Avatar = tuple[Any, MaildirDelivery, Callable[[], None]]
+Avatar = tuple[Any, MaildirDelivery | RoutedDelivery, Callable[[], None]]
 
 
 def mailbox_folder(user: str) -> str:
@@ -59,13 +63,38 @@ class MailboxRealm:
     """
 
     def __init__(self, shared: Maildir, isolation: str = "none",
-                 admins: Collection[str] = ()) -> None:
+                 admins: Collection[str] = (), rules: Sequence[MailboxRule] = ()) -> None:
         self.shared = shared
         self.isolation = isolation
         self.admins = frozenset(admins)
+        self.rules = tuple(rules)
         self.readers: dict[Any, Reader] = {}
         """Reading avatars by interface, registered by the services that serve them."""
         self._user_maildirs: dict[str, Maildir] = {}
+        self._mailboxes = {rule.name: self._mailbox_maildir(rule.name) for rule in rules}
+
+    def _mailbox_maildir(self, name: str) -> Maildir:
+        """A rule's Maildir, created now (blocking, at start-up) so readers find it."""
+        maildir = Maildir(os.path.join(self.shared.path, name), self.shared.run_blocking,
+                          self._delivered)
+        try:
+            maildir.create()
+        except OSError as error:
+            raise ConfigError(f"mailbox:{name}", None,
+                              f"cannot create {maildir.path}: {error.strerror}") from None
+        return maildir
+
+    def _delivered(self, path: str) -> None:
+        """Tell the shared Maildir's listener (the index, set after start-up) of C{path}."""
+        if self.shared.delivered is not None:
+            self.shared.delivered(path)
+
+    def reading_folders(self, user: str) -> dict[str, str]:
+        """The rule mailboxes C{user} may read besides L{reading_path}: name -> Maildir."""
+        own = mailbox_folder(user) if self.isolation == "user" else None
+        names = visible(self.rules, user, self.admins, own)
+        return {name: maildir.path for name, maildir in self._mailboxes.items()
+                if names is None or name in names}
 
     def reading_path(self, user: str) -> str:
         """The Maildir C{user} reads."""
@@ -85,10 +114,10 @@ class MailboxRealm:
         if IMailboxDelivery not in interfaces:
             raise NotImplementedError("no avatar for " + ", ".join(map(str, interfaces)))
         if avatarId is ANONYMOUS:
-            return succeed((IMailboxDelivery, MaildirDelivery(self.shared), _nothing))
+            return succeed((IMailboxDelivery, self._routed(None), _nothing))
         user = avatarId.decode("utf-8", "replace")
         if self.isolation != "user":
-            return succeed((IMailboxDelivery, MaildirDelivery(self.shared, user), _nothing))
+            return succeed((IMailboxDelivery, self._routed(user), _nothing))
         maildir = self._user_maildirs.get(user)
         if maildir is not None:
             return succeed((IMailboxDelivery, MaildirDelivery(maildir, user), _nothing))
@@ -102,6 +131,9 @@ class MailboxRealm:
 
         return created.addCallback(ready)
 
+    def _routed(self, user: str | None) -> RoutedDelivery:
+        return RoutedDelivery(self.shared, self.rules, self._mailboxes, user)
+
 
 def _nothing() -> None:
     """Logging out of a delivery avatar holds nothing to release."""
@@ -109,9 +141,9 @@ def _nothing() -> None:
 
 def build_portal(shared: Maildir, isolation: str = "none",
                  checker: ICredentialsChecker | None = None,
-                 admins: Collection[str] = ()) -> Portal:
+                 admins: Collection[str] = (), rules: Sequence[MailboxRule] = ()) -> Portal:
     """Anonymous senders always get in (to deliver); C{checker} vouches for everyone else."""
     checkers: list[ICredentialsChecker] = [AllowAnonymousAccess()]
     if checker is not None:
         checkers.append(checker)
-    return Portal(MailboxRealm(shared, isolation, admins), checkers)
+    return Portal(MailboxRealm(shared, isolation, admins, rules), checkers)

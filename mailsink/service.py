@@ -83,7 +83,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     if checker is not None:
         auth_setup = AuthSetup(checker.offers_plaintext, FailureThrottle(reactor), reactor)
     portal = build_portal(store.maildir, config.mailsink.isolation, checker,
-                          config.auth.admins)
+                          config.auth.admins, config.mailboxes)
     chaos = Chaos() if config.mailsink.chaos else None
     relay = None
     if config.relay.host:
