@@ -104,6 +104,7 @@ _LISTENER_SCHEMA: dict[str, dict[str, tuple[Parser, str | None]]] = {
         "listen": (values.parse_endpoints, None),
         "auth": (values.parse_choice(("none", "required")), "none"),
         "webhook_url": (str.strip, ""),
+        "base_path": (values.parse_base_path, "/"),
     },
 }
 
@@ -203,6 +204,8 @@ class Listener:
     long_lines: str = "accept"
     """SMTP: store lines over 998 octets (C{accept}) or answer 500 5.5.2 (C{refuse})."""
     webhook_url: str = ""
+    base_path: str = "/"
+    """Web: the URL path everything is served under, e.g. C{/mailsink/} behind a proxy."""
 
     @property
     def enabled(self) -> bool:

@@ -102,7 +102,10 @@ def part(raw: bytes, part_id: str) -> tuple[str, str, bytes] | None:
 
 
 def html_with_cid_urls(html: str, id: str, view: MessageView) -> str:
-    """Point C{cid:} references at the listed part with that Content-ID (others stay)."""
+    """
+    Point C{cid:} references at the listed part with that Content-ID (others stay), by a
+    URL relative to C{/view/ID.html}, where the HTML is served.
+    """
     targets: dict[str, str] = {}
     for listed in (*view.inline, *view.attachments):
         if listed.content_id:
@@ -110,7 +113,7 @@ def html_with_cid_urls(html: str, id: str, view: MessageView) -> str:
             targets.setdefault(listed.content_id.lower(), listed.part_id)
     if not targets:
         return html
-    prefix = f"/api/v1/message/{quote(id, safe='')}/part/"
+    prefix = f"../api/v1/message/{quote(id, safe='')}/part/"  # from /view/, any base_path
 
     def replace(match: re.Match[str]) -> str:
         cid = unquote(match["cid"])

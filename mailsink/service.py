@@ -245,7 +245,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                      config.mailsink.hostname, listener.section,
                      config.mailsink.max_message_size, relay=relay, sessions=sessions,
                      links=links, spamd=spamd, waiting=waiting)
-        site = Site(app.resource())
+        site = Site(app.resource(listener.base_path))
         site.displayTracebacks = False
         site.noisy = False  # mailsink logs its own line per listener
         for description in listener.endpoints:

@@ -20,6 +20,7 @@ _BOOLEANS = {
     "false": False, "no": False, "off": False, "0": False,
 }
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@-]+")
 
 
 def parse_size(text: str) -> int:
@@ -135,6 +136,23 @@ def parse_regex(text: str) -> str:
     except (re.error, OverflowError, RecursionError) as error:
         raise ValueError(f"{text!r} is not a valid regular expression: {error}") from None
     return text
+
+
+def parse_base_path(text: str) -> str:
+    """
+    A URL path prefix such as C{/mailsink/}: starts and ends with C{/}, repeated slashes
+    collapsed; its segments are plain URL characters (no C{%}, C{?} or C{#}, no C{.} or
+    C{..} segment), so the path a browser or proxy sends is the path written here.
+    """
+    path = text.strip()
+    if not (path.startswith("/") and path.endswith("/")):
+        raise ValueError(f"{path!r} must start and end with '/' (e.g. /mailsink/)")
+    segments = [segment for segment in path.split("/") if segment]
+    for segment in segments:
+        if segment in (".", "..") or not _PATH_SEGMENT.fullmatch(segment):
+            raise ValueError(f"{path!r} has {segment!r}, which is not a plain path segment "
+                             "(letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @)")
+    return "/" + "".join(segment + "/" for segment in segments)
 
 
 def parse_words(text: str) -> tuple[str, ...]:

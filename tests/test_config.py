@@ -391,6 +391,31 @@ class ValueTests(ConfigTestCase):
         config = parse(MINIMAL + "[web]\nlisten = tcp:8025\nwebhook_url = http://h/hook\n")
         self.assertEqual(config.listeners[1].webhook_url, "http://h/hook")
 
+    def test_basePathDefaultsToRoot(self) -> None:
+        self.assertEqual(self.listener(parse(MINIMAL + "[web]\n"), "web").base_path, "/")
+
+    def test_basePathNormalised(self) -> None:
+        """Repeated slashes collapse; each listener has its own."""
+        for written, kept in [("/mailsink/", "/mailsink/"), ("//mail//sink///", "/mail/sink/"),
+                              (" /a.b-c_~/ ", "/a.b-c_~/"), ("/", "/"), ("///", "/")]:
+            with self.subTest(written=written):
+                config = parse(MINIMAL + f"[web]\nbase_path = {written}\n"
+                               "[web:other]\nlisten = tcp:8026\n")
+                self.assertEqual(self.listener(config, "web").base_path, kept)
+                self.assertEqual(self.listener(config, "web:other").base_path, "/")
+
+    def test_basePathFromEnvironment(self) -> None:
+        config = parse(MINIMAL + "[web]\n", {"MAILSINK_WEB_BASE_PATH": "/sink/"})
+        self.assertEqual(self.listener(config, "web").base_path, "/sink/")
+
+    def test_basePathRefused(self) -> None:
+        """No slash at either end, an empty value, dot segments, escapes or a query."""
+        for written in ["mailsink/", "/mailsink", "", "/a/../b/", "/./", "/a%20b/", "/a?b/",
+                        "/a#b/", "/a b/", "/é/"]:
+            with self.subTest(written=written):
+                self.assertConfigError(MINIMAL + f"[web]\nbase_path = {written}\n",
+                                       "web", "base_path")
+
 
 class ListenTests(ConfigTestCase):
     """C{listen}: endpoint strings separated by white space; empty turns a listener off."""

@@ -412,7 +412,7 @@ class HtmlCidTests(TestCase):
                 "<img SRC=cid:logo@example.com><td background=\"cid:Pic%201\">"
                 "<div style=\"background: url(cid:logo@example.com)\">"
                 '<img src="cid:unknown@x"> cid:logo@example.com')
-        url = "/api/v1/message/ID1/part/"
+        url = "../api/v1/message/ID1/part/"  # relative to /view/ID1.html
         self.assertEqual(mime.html_with_cid_urls(html, "ID1", view), (
             f'<img src="{url}1.2.2"><img src=\'{url}1.2.2\'><img SRC={url}1.2.2>'
             f'<td background="{url}1.2.3"><div style="background: url({url}1.2.2)">'
@@ -421,7 +421,7 @@ class HtmlCidTests(TestCase):
     def test_fromView(self) -> None:
         raw = stored(rich_message())
         view = mime.view(raw)
-        self.assertIn('<img src="/api/v1/message/abc/part/1.2.2">',
+        self.assertIn('<img src="../api/v1/message/abc/part/1.2.2">',
                       mime.html_with_cid_urls(view.html, "abc", view))
 
 

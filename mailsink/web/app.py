@@ -25,7 +25,8 @@ from mailsink.web.access import Viewer
 from mailsink.web.actions import ActionRoutes
 from mailsink.web.checks import CheckRoutes
 from mailsink.web.events import EventHub, EventsWebSocket
-from mailsink.web.guard import Guard
+from mailsink.web.guard import OPEN_PATHS, Guard
+from mailsink.web.prefix import BasePath
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
 from mailsink.web.routing import NotFound, app, for_viewer
 from mailsink.web.sessions import SessionRoutes
@@ -59,9 +60,13 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
     L{mailsink.web.routing.Routes}; all are routes of one L{app}.
     """
 
-    def resource(self) -> Resource:
-        """The root resource: every route behind the one L{Guard}, each response C{nosniff}."""
-        return _SecurityHeaders(Guard(self.access, self.app.resource()))
+    def resource(self, base_path: str = "/") -> Resource:
+        """
+        The root resource: every route under C{base_path} (the probes at the root too),
+        behind the one L{Guard}, each response C{nosniff}.
+        """
+        guarded = Guard(self.access, self.app.resource())
+        return _SecurityHeaders(BasePath(base_path, guarded, also_at_root=OPEN_PATHS))
 
     # Health, metrics, page.
 

@@ -23,7 +23,11 @@ from mailsink.web.access import Access
 log = Logger()
 
 OPEN_PATHS = frozenset({b"/livez", b"/readyz"})
-"""Paths served to anyone: liveness and readiness probes (the exact path, nothing under it)."""
+"""
+Paths served to anyone: liveness and readiness probes (the exact path, nothing under it),
+below C{[web] base_path} (the path sent, less what L{mailsink.web.prefix.BasePath} moved
+to C{prepath}).
+"""
 
 
 class Guard(Resource):
@@ -37,7 +41,7 @@ class Guard(Resource):
         self._wrapped = wrapped
 
     def render(self, request: IRequest) -> Any:
-        if request.path in OPEN_PATHS:
+        if _below_base_path(request) in OPEN_PATHS:
             return self._wrapped.render(request)
         served = cast(Request, request)  # what Site hands a resource; IRequest lacks render
         gone: list[Failure] = []
@@ -57,6 +61,12 @@ class Guard(Resource):
 
         deciding.addCallback(decided).addErrback(failed)
         return NOT_DONE_YET
+
+
+def _below_base_path(request: IRequest) -> bytes:
+    """The path as sent (not unquoted) less the prefix's segments, now in C{prepath}."""
+    segments = request.path.split(b"/")[1:]
+    return b"/" + b"/".join(segments[len(request.prepath):])
 
 
 class _Denied(Resource):

@@ -29,8 +29,22 @@
  *   DELETE /api/v1/sessions                     {} (all the viewer may see)
  *   The event stream also carries {"Type": "session", "Data": summary} when a session ends.
  * State-changing requests always send Content-Type: application/json with a JSON body.
+ *
+ * Paths are written from the server's root ('/api/v1/...', '/view/...') and resolved by
+ * appURL() against the folder the page is served from, so [web] base_path (e.g. /mailsink/
+ * behind a proxy) needs nothing else here. That base is where this module was loaded from,
+ * two folders up (static/js/api.js): no server-written value, no inline script for the CSP,
+ * and right whatever path a proxy in front maps to the server's.
  */
 import { showNotice } from './notice.js';
+
+const BASE = new URL('../../', import.meta.url);
+
+/** The same-origin path of one of mailsink's own ('/api/v1/messages', '/view/ID.html', ...). */
+export function appURL(path) {
+  const url = new URL(path.replace(/^\/+/, ''), BASE);
+  return url.pathname + url.search;
+}
 
 /** A request that did not succeed; status is the HTTP status. */
 class HttpError extends Error {
@@ -47,7 +61,7 @@ export async function request(method, path, body) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const res = await fetch(path, init);
+  const res = await fetch(appURL(path), init);
   if (res.status === 401) {
     showNotice('Sign-in needed: this server asks for a user name and password. Reload the page to sign in.', true);
     throw new HttpError(401, 'not signed in');

@@ -21,6 +21,7 @@
  * the two views (aria-current="page" on the one on show); #messages-view and #sessions-view.
  */
 import { $ } from './dom.js';
+import { appURL } from './api.js';
 import { initActions } from './actions.js';
 import {
   addArrived, applyStats, applyUpdate, clearAll, initList, refreshSoon, removeRows, showPage,
@@ -103,7 +104,7 @@ function handleEvent(event) {
 let retryDelay = 2000;
 function connectEvents() {
   if (!window.EventSource) return;
-  const source = new EventSource('/api/v1/events');
+  const source = new EventSource(appURL('/api/v1/events'));
   source.onopen = () => { // catch up on missed events
     setLive(true);
     retryDelay = 2000;

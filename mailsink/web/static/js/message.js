@@ -16,7 +16,7 @@
  */
 import { $, el, enc } from './dom.js';
 import { addrList, fullAddr, humanSize, longDate } from './format.js';
-import { api, getJSON } from './api.js';
+import { api, appURL, getJSON } from './api.js';
 import { fail, showNotice } from './notice.js';
 import { back, hashFor, navigate } from './router.js';
 import { focusRow, markSelected, rowById, setRead, summaryById } from './list.js';
@@ -115,19 +115,19 @@ function renderMessage(m) {
   $('#remote-note').hidden = !hasHTML;
   $('#btn-remote').disabled = false;
   $('#btn-remote').textContent = 'Load remote content';
-  setFrame(hasHTML ? `/view/${enc(m.ID)}.html` : 'about:blank', hasHTML);
+  setFrame(hasHTML ? appURL(`/view/${enc(m.ID)}.html`) : 'about:blank', hasHTML);
 
   $('#text-body').textContent = m.Text || '(This message has no text part.)';
   $('#headers-table tbody').replaceChildren();
   $('#raw-body').textContent = '';
-  $('#raw-download').href = `/api/v1/message/${enc(m.ID)}/raw?dl=1`;
+  $('#raw-download').href = appURL(`/api/v1/message/${enc(m.ID)}/raw?dl=1`);
   loadedTabs = new Set();
 
   const parts = [...(m.Attachments || []), ...(m.Inline || []).map((p) => ({ ...p, inline: true }))];
   $('#attachment-list').replaceChildren(...parts.map((p) => {
     const name = p.FileName || `part-${p.PartID}`;
     return el('li', { class: 'attachment' },
-      el('a', { href: `/api/v1/message/${enc(m.ID)}/part/${enc(p.PartID)}`, download: name, text: name }),
+      el('a', { href: appURL(`/api/v1/message/${enc(m.ID)}/part/${enc(p.PartID)}`), download: name, text: name }),
       el('span', { class: 'muted', text: ` ${p.ContentType || 'application/octet-stream'} · ${humanSize(p.Size)}${p.inline ? ' · inline' : ''}` }));
   }));
   $('#attachments-none').hidden = parts.length > 0;
@@ -214,7 +214,7 @@ export function initMessage() {
   $('#btn-back').addEventListener('click', back);
   $('#btn-remote').addEventListener('click', () => {
     if (!shown.message) return;
-    setFrame(`/view/${enc(shown.message.ID)}.html?remote=1`);
+    setFrame(appURL(`/view/${enc(shown.message.ID)}.html?remote=1`));
     $('#btn-remote').disabled = true;
     $('#btn-remote').textContent = 'Remote content allowed';
   });
