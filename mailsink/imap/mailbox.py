@@ -1,8 +1,9 @@
 """
-A Maildir as an IMAP INBOX for C{twisted.mail.imap4}: the account, and the mailbox (one per
-selecting session, each with its own view of sequence numbers). Its messages are
-L{mailsink.imap.message.MaildirMessage}; flags live in the file names
-(L{mailsink.imap.flags}); UIDs come from a L{UidMap} kept in the state folder.
+Maildirs as IMAP mailboxes for C{twisted.mail.imap4}: the account (INBOX and one folder per
+C{[mailbox:NAME]} the user may see), and the mailbox (one per selecting session, each with
+its own view of sequence numbers). Its messages are L{mailsink.imap.message.MaildirMessage};
+flags live in the file names (L{mailsink.imap.flags}); UIDs come from a L{UidMap} kept in
+the state folder.
 
 Nothing here touches the disk on the reactor thread in proportion to the number or size of
 messages: listing the folders (L{mailsink.imap.changes}), giving UIDs, reading sizes and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -45,59 +46,68 @@ INBOX = "INBOX"
 
 @implementer(imap4.IAccount)
 class MaildirAccount:
-    """A user's view: one mailbox, INBOX, backed by one Maildir."""
+    """
+    A user's view: INBOX, backed by one Maildir, and one folder per C{[mailbox:NAME]}
+    the user may see (C{folders}: name to Maildir path).
+    """
 
-    def __init__(self, path: str, user: str, state_dir: str, run: Run = inline) -> None:
+    def __init__(self, path: str, user: str, state_dir: str, run: Run = inline,
+                 folders: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.user = user
         self.state_dir = state_dir
         self.run = run
+        self.folders = dict(folders or {})
+
+    def _path(self, name: str) -> str | None:
+        """The Maildir of mailbox C{name} (INBOX in any case), None if there is none."""
+        return self.path if name.upper() == INBOX else self.folders.get(name)
 
     def listMailboxes(self, ref: str, wildcard: str) -> list[tuple[str, Any]]:
         pattern = (ref or "") + (wildcard or "")
         if not pattern:
             return []
-        if imap4.wildcardToRegexp(pattern, "/").match(INBOX) or \
-                imap4.wildcardToRegexp(pattern.upper(), "/").match(INBOX):
-            return [(INBOX, _MailboxInfo())]
-        return []
+        wanted = imap4.wildcardToRegexp(pattern, "/")
+        return [(name, _MailboxInfo()) for name in (INBOX, *self.folders)
+                if wanted.fullmatch(name)]
 
     def select(self, name: str, rw: bool = True) -> Deferred[MaildirMailbox | None]:
         """The mailbox, once a worker thread has read the UID map and listed the folders."""
-        if name.upper() != INBOX:
+        path = self._path(name)
+        if path is None:
             return succeed(None)
 
         def opened(found: tuple[UidMap, Changes | None]) -> MaildirMailbox:
             uid_map, snapshot = found
-            mailbox = MaildirMailbox(self.path, uid_map, self.run)
+            mailbox = MaildirMailbox(path, uid_map, self.run)
             mailbox.writeable = bool(rw)
             mailbox.apply(snapshot)
             return mailbox
 
-        return self.run(open_maildir, self.state_dir, self.path).addCallback(opened)
+        return self.run(open_maildir, self.state_dir, path).addCallback(opened)
 
     def isSubscribed(self, name: str) -> bool:
-        return name.upper() == INBOX
+        return self._path(name) is not None
 
     def subscribe(self, name: str) -> bool:
-        if name.upper() != INBOX:
+        if self._path(name) is None:
             raise imap4.MailboxException("No such mailbox")
         return True
 
     def unsubscribe(self, name: str) -> bool:
-        raise imap4.MailboxException("INBOX stays subscribed")
+        raise imap4.MailboxException("Every mailbox stays subscribed")
 
     def addMailbox(self, name: str, mbox: Any = None) -> bool:
-        raise imap4.MailboxException("Only INBOX exists here")
+        raise imap4.MailboxException("Mailboxes come from the configuration only")
 
     def create(self, pathspec: str) -> bool:
-        raise imap4.MailboxException("Only INBOX exists here")
+        raise imap4.MailboxException("Mailboxes come from the configuration only")
 
     def delete(self, name: str) -> bool:
-        raise imap4.MailboxException("INBOX cannot be deleted")
+        raise imap4.MailboxException("Mailboxes cannot be deleted")
 
     def rename(self, oldname: str, newname: str) -> bool:
-        raise imap4.MailboxException("INBOX cannot be renamed")
+        raise imap4.MailboxException("Mailboxes cannot be renamed")
 
 
 class _MailboxInfo:

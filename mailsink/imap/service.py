@@ -51,11 +51,11 @@ class IMAPFactory(CappedFactory):
 
 def register_reader(portal: Any, state_dir: str, run: Run = inline) -> None:
     """
-    Let the realm hand out IMAP accounts over the Maildir a user may read; C{run} runs
+    Let the realm hand out IMAP accounts over the Maildirs a user may read; C{run} runs
     their disk work (L{inline}, on the calling thread, is for tests only).
     """
     def account(path: str, user: str) -> MaildirAccount:
-        return MaildirAccount(path, user, state_dir, run)
+        return MaildirAccount(path, user, state_dir, run, portal.realm.reading_folders(user))
     portal.realm.readers[imap4.IAccount] = account
 
 
