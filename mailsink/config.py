@@ -18,6 +18,7 @@ import attrs
 
 from mailsink import values
 from mailsink.mailboxes import MailboxRule, check_name, compile_recipients
+from mailsink.tags.rules import NO_RULES, RuleError, TagRules, parse_rules
 
 LISTENER_PROTOCOLS = ("smtp", "pop3", "imap", "web")
 TLS_MODES = ("none", "starttls", "starttls-required", "implicit")
@@ -116,6 +117,9 @@ _DEFAULT_LISTEN = {
 }
 """C{listen} of a plain C{[smtp]}, C{[pop3]}, C{[imap]} or C{[web]} that names none (loopback
 only); a C{[PROTOCOL:NAME]} section must name its own."""
+
+_FREE_SECTIONS = ("tags",)
+"""Sections whose keys are the user's own names (C{[tags]}: tag = search query)."""
 
 _SECTION_NAME = re.compile(r"(smtp|pop3|imap|web)(?::([A-Za-z0-9_-]+))?")
 _MAILBOX_PREFIX = "mailbox:"
@@ -227,6 +231,8 @@ class Config:
     spamassassin: SpamAssassinSettings = SpamAssassinSettings()
     mailboxes: tuple[MailboxRule, ...] = ()
     """The C{[mailbox:NAME]} sections, in INI order."""
+    tags: TagRules = NO_RULES
+    """C{[tags]}: tags given to arriving messages that match a search query."""
 
     def enabled_listeners(self, protocol: str) -> tuple[Listener, ...]:
         """The listeners of C{protocol} whose C{listen} is not empty."""
@@ -265,7 +271,8 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
     mailboxes = tuple(_mailbox(name, raw[name]) for name in raw
                       if name.startswith(_MAILBOX_PREFIX))
     listeners = tuple(_listener(name, raw[name]) for name in raw
-                      if name not in _SCHEMA and not name.startswith(_MAILBOX_PREFIX))
+                      if name not in (*_SCHEMA, *_FREE_SECTIONS)
+                      and not name.startswith(_MAILBOX_PREFIX))
     config = Config(
         path=os.path.abspath(path),
         mailsink=MailsinkSettings(**sections["mailsink"]),
@@ -276,6 +283,7 @@ def parse_config(text: str, path: str, environ: Mapping[str, str]) -> Config:
         credentials=environ.get("MAILSINK_AUTH", ""),
         spamassassin=SpamAssassinSettings(**sections["spamassassin"]),
         mailboxes=mailboxes,
+        tags=_tag_rules(raw.get("tags", {})),
     )
     _check_policies(config)
     return config
@@ -312,10 +320,17 @@ def _check_section_names(raw: Mapping[str, object]) -> None:
                 check_name(name[len(_MAILBOX_PREFIX):])
             except ValueError as error:
                 raise ConfigError(name, None, str(error)) from None
-        elif name not in _SCHEMA and not _SECTION_NAME.fullmatch(name):
-            known = ", ".join([*_SCHEMA, *LISTENER_PROTOCOLS])
+        elif name not in (*_SCHEMA, *_FREE_SECTIONS) and not _SECTION_NAME.fullmatch(name):
+            known = ", ".join([*_SCHEMA, *_FREE_SECTIONS, *LISTENER_PROTOCOLS])
             raise ConfigError(name, None, f"unknown section; known: {known}, mailbox:NAME "
                               "(listeners may be named, e.g. [smtp:submission])")
+
+
+def _tag_rules(section: Mapping[str, str]) -> TagRules:
+    try:
+        return parse_rules(section)
+    except RuleError as error:
+        raise ConfigError("tags", error.key, str(error)) from None
 
 
 def _apply_environment(raw: dict[str, dict[str, str]], environ: Mapping[str, str]) -> None:

@@ -38,8 +38,10 @@ from twisted.python.threadpool import ThreadPool
 from mailsink.index_catchup import CatchUp
 from mailsink.index_codec import Changes, Loc, Page, Parsed, Stats
 from mailsink.index_db import IndexStore
+from mailsink.index_tags import delete_tag, rename_tag, set_tags, tag_counts
 from mailsink.index_watch import Watcher
 from mailsink.messages import Facts, Summary
+from mailsink.tags.rules import NO_RULES, TagRules
 
 __all__ = ["MessageIndex", "Page", "Stats"]
 
@@ -71,9 +73,10 @@ class MessageIndex:
 
     def __init__(self, maildir_root: str, state_dir: str, facts_of: FactsOf, reactor: Any,
                  clock: IReactorTime | None = None, *, facts_version: str = "",
-                 inotify: bool = True, rescan_interval: float = RESCAN_INTERVAL) -> None:
+                 inotify: bool = True, rescan_interval: float = RESCAN_INTERVAL,
+                 tag_rules: TagRules = NO_RULES) -> None:
         self.db_path = os.path.join(state_dir, "index.sqlite3")
-        self._store = IndexStore(maildir_root, self.db_path, facts_version)
+        self._store = IndexStore(maildir_root, self.db_path, facts_version, tag_rules)
         self._facts_of = facts_of
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor
@@ -423,6 +426,35 @@ class MessageIndex:
                 self._publish(changes.events)
             removed += count
         return removed
+
+    # Tags (L{mailsink.index_tags}: kept as Maildir keywords).
+
+    def tag_counts(self, mailboxes: Collection[str] | None) -> Deferred[dict[str, int]]:
+        """Tag name -> how many messages carry it, by name."""
+        return self._db(tag_counts, self._store, _frozen(mailboxes))
+
+    def set_tags(self, ids: list[str], tags: list[str],
+                 mailboxes: Collection[str] | None) -> Deferred[None]:
+        """Give the messages exactly C{tags}; fails with L{TagLimit} past 26 a folder."""
+        def chosen(found: list[str]) -> Deferred[None]:
+            return self._db(set_tags, self._store, found, tags).addCallback(
+                lambda changes: self._publish(changes.events))
+        return self._db(self._store.select, ids, None, _frozen(mailboxes)).addCallback(chosen)
+
+    def rename_tag(self, old: str, new: str,
+                   mailboxes: Collection[str] | None) -> Deferred[bool]:
+        """Rename a tag; fires with False if no message has it."""
+        def renamed(changes: Changes | None) -> bool:
+            if changes is not None:
+                self._publish(changes.events)
+            return changes is not None
+        return self._db(rename_tag, self._store, old, new, _frozen(mailboxes)).addCallback(
+            renamed)
+
+    def delete_tag(self, tag: str, mailboxes: Collection[str] | None) -> Deferred[None]:
+        """Take C{tag} off every message."""
+        return self._db(delete_tag, self._store, tag, _frozen(mailboxes)).addCallback(
+            lambda changes: self._publish(changes.events))
 
     # Retention.
 

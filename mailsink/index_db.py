@@ -39,12 +39,14 @@ from mailsink.index_codec import (
     split_name,
 )
 from mailsink.index_scan import FolderWatch
+from mailsink.index_tags import file_tags, refresh_tags, tagged_on_arrival
 from mailsink.messages import Facts, Summary
 from mailsink.search import where
+from mailsink.tags.rules import NO_RULES, TagRules
 
 log = Logger()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COLUMNS = ("id", "mailbox", "subdir", "filename", "created", "read", "size", "mtime_ns",
             "attachments", *SEARCH_COLUMNS, "facts")
 _SCHEMA = f"""
@@ -56,6 +58,7 @@ CREATE TABLE messages (
     {", ".join(f"{c} TEXT NOT NULL" for c in SEARCH_COLUMNS)}, facts TEXT NOT NULL);
 CREATE INDEX messages_created ON messages (created, id);
 CREATE INDEX messages_mailbox ON messages (mailbox, created, id);
+CREATE INDEX messages_tags ON messages (tags_lc, mailbox);
 """
 _INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _UPDATE = ("UPDATE messages SET mailbox = ?, subdir = ?, filename = ?, read = ?, size = ?, "
@@ -68,8 +71,11 @@ _NEWEST = "ORDER BY created DESC, id DESC"
 class IndexStore:
     """The database and the folder picture; one thread only (see the module doc)."""
 
-    def __init__(self, root: str, db_path: str, facts_version: str = "") -> None:
+    def __init__(self, root: str, db_path: str, facts_version: str = "",
+                 tag_rules: TagRules = NO_RULES) -> None:
         self.root = root
+        self.tag_rules = tag_rules
+        """C{[tags]}: tags given to a message when it arrives (L{mailsink.index_tags})."""
         self.db_path = db_path
         self.fingerprint = f"{SCHEMA_VERSION};{schema_fingerprint()};{facts_version}"
         self.folders = FolderWatch(root)
@@ -244,8 +250,7 @@ class IndexStore:
 
     def _insert(self, item: Parsed, changes: Changes) -> None:
         """Index one parsed file (its events into C{changes}); committed by the caller."""
-        mailbox, subdir, filename = item.loc
-        base, _ = split_name(filename)
+        base, _ = split_name(item.loc[2])
         mid = message_id(base)
         row = self._loc_of(mid)
         if row is not None and row[0] != item.loc:
@@ -254,6 +259,9 @@ class IndexStore:
                 return
             self._move(mid, item.loc, changes)
             row = self._loc_of(mid)
+        item = tagged_on_arrival(self, item) if row is None else \
+            attrs.evolve(item, facts=attrs.evolve(item.facts, tags=file_tags(self, item.loc)))
+        mailbox, subdir, filename = item.loc
         read = is_read(filename)
         facts_json = facts_to_json(item.facts)
         if row is None:
@@ -313,7 +321,7 @@ class IndexStore:
         self._count(mailbox, 1, not read)
         summary = self._summary(mid)
         if summary is not None:
-            changes.events.append(("update", summary))
+            changes.events.append(("update", refresh_tags(self, summary, loc)))
 
     def _gone(self, mid: str, loc: Loc, changes: Changes) -> None:
         """The indexed file is gone: follow a duplicate if one is left, else remove."""

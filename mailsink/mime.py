@@ -46,6 +46,7 @@ from mailsink.mime_text import (
     transfer_decode,
     unfold,
 )
+from mailsink.tags.names import parse_x_tags
 
 _T = TypeVar("_T")
 
@@ -322,12 +323,7 @@ def _date(value: str) -> str:
 
 
 def _tags(values: list[str]) -> tuple[str, ...]:
-    tags: dict[str, None] = {}
-    for value in values:
-        for tag in decode_words(value).split(","):
-            if tag.strip():
-                tags.setdefault(" ".join(tag.split()), None)
-    return tuple(tags)
+    return parse_x_tags(decode_words(value) for value in values)
 
 
 def _header_map(fields: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -198,7 +198,8 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
     if not (config.enabled_listeners("web") or settings.max_messages or settings.max_age
             or auto_relay):
         return None
-    index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor)
+    index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor,
+                         tag_rules=config.tags)
     service = IndexService(index, settings.maildir, settings.max_messages, settings.max_age,
                            metrics)
     store.maildir.delivered = service.delivered

@@ -96,6 +96,13 @@ class FakeIndex:
         return succeed(Stats("/x/index.sqlite3", 1234, len(visible),
                              sum(not s.read for s in visible), 0, 0))
 
+    def tag_counts(self, mailboxes: Any) -> Deferred[dict[str, int]]:
+        counts: dict[str, int] = {}
+        for summary in self._visible(mailboxes):
+            for tag in summary.facts.tags:
+                counts[tag] = counts.get(tag, 0) + 1
+        return succeed(counts)
+
 
 def message_bytes(subject: str, html: str | None = None, attachment: bool = False) -> bytes:
     message = EmailMessage()
@@ -380,7 +387,8 @@ class ServerTests(WebTestCase):
         served = set()
         for rule in self.web.app.url_map.iter_rules():
             path = rule.rule.replace("<string:message_id>", "{ID}").replace(
-                "<string:part_id>", "{PartID}").replace("<string:session_id>", "{ID}")
+                "<string:part_id>", "{PartID}").replace("<string:session_id>", "{ID}").replace(
+                "<string:tag>", "{Tag}")
             for method in rule.methods or ():
                 if method in ("HEAD", "OPTIONS"):
                     continue

@@ -31,6 +31,7 @@ from mailsink.web.requests import BadRequest, json_body, page_arguments, query_a
 from mailsink.web.routing import NotFound, app, for_viewer
 from mailsink.web.sessions import SessionRoutes
 from mailsink.web.static_files import StaticFiles
+from mailsink.web.tags import TagRoutes
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 OPENAPI = os.path.join(os.path.dirname(__file__), "openapi.json")
@@ -52,12 +53,12 @@ _PART_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'un
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
-class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
+class WebApp(ActionRoutes, CheckRoutes, SessionRoutes, TagRoutes):
     """Routes of the page and the API (see C{shared/mailpit-api.md}).
 
     The chaos, send and relay routes are inherited from L{ActionRoutes}, the message checks
-    from L{CheckRoutes}, the collaborators and shared helpers from
-    L{mailsink.web.routing.Routes}; all are routes of one L{app}.
+    from L{CheckRoutes}, the tag routes from L{TagRoutes}, the collaborators and shared
+    helpers from L{mailsink.web.routing.Routes}; all are routes of one L{app}.
     """
 
     def resource(self, base_path: str = "/") -> Resource:
@@ -112,7 +113,8 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
     def list_messages(self, request: IRequest, viewer: Viewer) -> Any:
         start, limit = page_arguments(request)
         page = yield self._page(request, "", start, limit, viewer)
-        return self._json(request, _page_json(page, start))
+        tags = yield self.index.tag_counts(viewer.mailboxes)
+        return self._json(request, _page_json(page, start, tags))
 
     @app.route("/api/v1/search", methods=["GET"])
     @for_viewer
@@ -123,7 +125,8 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
         if not query:
             raise BadRequest("query is required")
         page = yield self._page(request, query, start, limit, viewer)
-        return self._json(request, _page_json(page, start))
+        tags = yield self.index.tag_counts(viewer.mailboxes)
+        return self._json(request, _page_json(page, start, tags))
 
     @app.route("/api/v1/messages", methods=["PUT"])
     @for_viewer
@@ -232,6 +235,7 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
     @inlineCallbacks
     def info(self, request: IRequest, viewer: Viewer) -> Any:
         stats = yield self.index.stats(viewer.mailboxes)
+        tags = yield self.index.tag_counts(viewer.mailboxes)
         metrics = self.metrics
         return self._json(request, {
             "Version": __version__,
@@ -240,7 +244,7 @@ class WebApp(ActionRoutes, CheckRoutes, SessionRoutes):
             "DatabaseSize": stats.size,
             "Messages": stats.total,
             "Unread": stats.unread,
-            "Tags": {},
+            "Tags": tags,
             "RuntimeStats": {
                 "Uptime": int(time.time() - metrics.started),
                 "Memory": _resident_bytes(),
@@ -323,7 +327,7 @@ class _WebSocketFactory:
         return EventsWebSocket(self.hub, self.viewer.mailboxes)
 
 
-def _page_json(page: Any, start: int) -> dict[str, Any]:
+def _page_json(page: Any, start: int, tags: dict[str, int]) -> dict[str, Any]:
     return {
         "total": page.total,
         "unread": page.unread,
@@ -331,7 +335,7 @@ def _page_json(page: Any, start: int) -> dict[str, Any]:
         "messages_count": page.matches,
         "messages_unread": page.matches_unread,
         "start": start,
-        "tags": [],
+        "tags": list(tags),
         "messages": [summary.to_json() for summary in page.messages],
     }
 
