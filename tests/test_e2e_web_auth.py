@@ -256,10 +256,10 @@ class WebAuthTests(unittest.TestCase):
         admin = (ADMIN, ADMIN_PASSWORD)
         answer, page = self.urllib("GET", "/", admin, read=True)
         self.assertEqual(answer.status, 200)
-        scripts = re.findall(rb'<script[^>]* src="(/static/[^"]+)"', page)
+        scripts = re.findall(rb'<script[^>]* src="(static/[^"]+)"', page)  # relative to /
         self.assertTrue(scripts, page)
         for script in scripts:
-            answer, code = self.urllib("GET", script.decode(), admin, read=True)
+            answer, code = self.urllib("GET", "/" + script.decode(), admin, read=True)
             self.assertEqual(answer.status, 200, script)
             self.assertTrue(code, script)
         answer, view = self.urllib("GET", f"/view/{self.message_id}.html", admin, read=True)
