@@ -78,6 +78,8 @@ def add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
                     "and the API give it), received time, N for unread, mailbox, sender and "
                     "subject. The Maildir comes from the INI (-c) or is given directly.")
     _add_store_location(ls, "maildir", metavar="MAILDIR", nargs="?")
+    ls.add_argument("--mailbox", metavar="NAME", help="only this mailbox: a [mailbox:NAME], "
+                    "a user's under isolation = user, or '' for the shared Maildir")
     ls.set_defaults(run=run_ls)
     show = commands.add_parser(
         "show", help="print one captured message as stored",
@@ -351,13 +353,17 @@ def _maildir(arguments: argparse.Namespace) -> str:
 
 
 def run_ls(arguments: argparse.Namespace) -> int:
-    """C{mailsink ls [-c INI | MAILDIR]}: one line a message, newest first."""
+    """C{mailsink ls [-c INI | MAILDIR] [--mailbox NAME]}: one line a message, newest first."""
     root = _maildir(arguments)
     if not os.path.isdir(root):
         raise CommandFailed(f"{root} is not a folder: has mailsink stored anything yet? "
                             f"(or give the Maildir, or -c INI)")
+    known = store_view.mailboxes(root)
+    if arguments.mailbox is not None and arguments.mailbox not in known:
+        raise CommandFailed(f"no mailbox {arguments.mailbox!r} in {root}; there are: "
+                            + ", ".join(repr(name) for name in known))
     encoding = sys.stdout.encoding or "utf-8"  # a subject the terminal cannot show: "?"
-    for item in store_view.listing(root):
+    for item in store_view.listing(root, arguments.mailbox):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.received))
         mailbox = f"[{item.mailbox}] " if item.mailbox else ""
         line = (f"{item.id}  {when}  {' ' if item.read else 'N'}  {mailbox}"

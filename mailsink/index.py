@@ -380,6 +380,10 @@ class MessageIndex:
         """(messages, unread)."""
         return self._db(self._store.counts, _frozen(mailboxes))
 
+    def mailbox_counts(self) -> Deferred[dict[str, tuple[int, int]]]:
+        """(messages, unread) of each mailbox holding any."""
+        return self._db(self._store.mailbox_counts)
+
     def stats(self, mailboxes: Collection[str] | None = None) -> Deferred[Stats]:
         """Database path and size, counts, and messages deleted and pruned so far."""
         return self._db(self._store.stats, _frozen(mailboxes))

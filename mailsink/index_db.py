@@ -361,6 +361,10 @@ class IndexStore:
                 unread += unseen
         return total, unread
 
+    def mailbox_counts(self) -> dict[str, tuple[int, int]]:
+        """(messages, unread) of each mailbox holding any, from memory."""
+        return {mailbox: (count, unseen) for mailbox, (count, unseen) in self._counts.items()}
+
     def page(self, query: str, start: int, limit: int,
              mailboxes: Collection[str] | None) -> Page:
         """Newest first: C{limit} summaries from C{start} on, and the counts."""

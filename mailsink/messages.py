@@ -80,7 +80,8 @@ class Summary:
     id: str
     """Stable, URL-safe, derived from the Maildir unique name (no folder, no flags)."""
     mailbox: str
-    """"" for the shared Maildir, else the per-user folder name under it."""
+    """"" for the shared Maildir, else the folder under it: a per-user one or a
+    C{[mailbox:NAME]}; the API's C{Mailbox}."""
     read: bool
     created: float
     """When mailsink received it (seconds since the epoch)."""
@@ -106,6 +107,7 @@ class Summary:
             "Size": self.size,
             "Attachments": facts.attachments,
             "Snippet": facts.snippet,
+            "Mailbox": self.mailbox,
         }
 
 
@@ -150,6 +152,7 @@ class MessageView:
             "Attachments": [p.to_json() for p in self.attachments],
             "Transport": self.facts.transport.to_json(),
             "SessionID": self.facts.transport.session,
+            "Mailbox": summary.mailbox,
         }
 
 

@@ -241,7 +241,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
                               "configured; set [auth] password_file or accept_any, or "
                               "MAILSINK_AUTH")
         access = Access(listener.auth == "required", checker, config.mailsink.isolation,
-                        config.auth.admins)
+                        config.auth.admins, config.mailboxes)
         app = WebApp(index, access, hub, metrics, threads.run_blocking, chaos, maildir,
                      config.mailsink.hostname, listener.section,
                      config.mailsink.max_message_size, relay=relay, sessions=sessions,

@@ -24,7 +24,7 @@ class Listed:
 
     id: str
     mailbox: str
-    """"" for the shared Maildir, else the per-user folder."""
+    """"" for the shared Maildir, else the folder: a per-user one or a C{[mailbox:NAME]}."""
     received: float
     read: bool
     sender: str
@@ -33,7 +33,7 @@ class Listed:
 
 
 def mailboxes(root: str) -> list[str]:
-    """The shared Maildir (C{""}) and every per-user Maildir folder under it."""
+    """The shared Maildir (C{""}) and every Maildir folder under it (per-user, rules')."""
     found = [""]
     try:
         names = sorted(os.listdir(root))
@@ -48,9 +48,9 @@ def mailboxes(root: str) -> list[str]:
     return found
 
 
-def _files(root: str) -> Iterator[tuple[str, str, str]]:
-    """(mailbox, file name, path) of every message file."""
-    for mailbox in mailboxes(root):
+def _files(root: str, only: str | None = None) -> Iterator[tuple[str, str, str]]:
+    """(mailbox, file name, path) of every message file (of mailbox C{only} if given)."""
+    for mailbox in mailboxes(root) if only is None else [only]:
         for sub in SUBDIRS:
             folder = os.path.join(root, mailbox, sub)
             try:
@@ -62,10 +62,13 @@ def _files(root: str) -> Iterator[tuple[str, str, str]]:
                     yield mailbox, name, os.path.join(folder, name)
 
 
-def listing(root: str) -> list[Listed]:
-    """Every message under C{root}, newest first (files vanishing meanwhile are skipped)."""
+def listing(root: str, only: str | None = None) -> list[Listed]:
+    """
+    Every message under C{root} (or in mailbox C{only}, C{""} the shared Maildir), newest
+    first; files vanishing meanwhile are skipped.
+    """
     found = []
-    for mailbox, name, path in _files(root):
+    for mailbox, name, path in _files(root, only):
         try:
             with open(path, "rb") as stream:
                 mtime = os.fstat(stream.fileno()).st_mtime

@@ -179,7 +179,8 @@ class ListAndSearchTests(WebTestCase):
         summary = listed["messages"][0]
         self.assertEqual(sorted(summary), sorted([
             "ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject",
-            "Created", "Username", "Tags", "Size", "Attachments", "Snippet"]))
+            "Created", "Username", "Tags", "Size", "Attachments", "Snippet", "Mailbox"]))
+        self.assertEqual(summary["Mailbox"], "")
         self.assertEqual(summary["From"], {"Name": "App", "Address": "app@example.com"})
         self.assertEqual(summary["Bcc"], [{"Name": "", "Address": "hidden@example.com"}])
         self.assertEqual(summary["Attachments"], 1)

@@ -17,9 +17,14 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from mailsink.mailboxes import MailboxRule, visible
 from mailsink.realm import mailbox_folder
 
 log = Logger()
+
+
+class NoSuchMailbox(Exception):
+    """C{?mailbox=} names a mailbox this viewer may not see (or that does not exist)."""
 
 
 @attrs.frozen
@@ -38,11 +43,14 @@ class Access:
     """
 
     def __init__(self, required: bool, checker: ICredentialsChecker | None,
-                 isolation: str, admins: Sequence[str]) -> None:
+                 isolation: str, admins: Sequence[str],
+                 rules: Sequence[MailboxRule] = ()) -> None:
         self.required = required
         self.checker = checker
         self.isolation = isolation
         self.admins = frozenset(admins)
+        self.rules = tuple(rules)
+        """The C{[mailbox:NAME]} rules: who may see which."""
         self._viewers: WeakKeyDictionary[IRequest, Viewer] = WeakKeyDictionary()
 
     def admit(self, request: IRequest) -> Deferred[bool]:
@@ -57,9 +65,9 @@ class Access:
 
         def accepted(avatar_id: bytes) -> bool:
             user = avatar_id.decode("utf-8", "replace")
-            if self.isolation == "user" and user not in self.admins:
-                return self._remember(request, Viewer(user, (mailbox_folder(user),)))
-            return self._remember(request, Viewer(user, None))
+            own = mailbox_folder(user) if self.isolation == "user" else None
+            return self._remember(request,
+                                  Viewer(user, visible(self.rules, user, self.admins, own)))
 
         def refused(_: object) -> bool:
             log.warn("web login failed for {user!r} from {client}",
@@ -71,8 +79,18 @@ class Access:
         return checked.addCallbacks(accepted, refused)
 
     def viewer(self, request: IRequest) -> Viewer:
-        """Who an admitted request comes from (C{KeyError} if it never was: fail closed)."""
-        return self._viewers[request]
+        """
+        Who an admitted request comes from (C{KeyError} if it never was: fail closed),
+        narrowed to one mailbox by C{?mailbox=NAME} (empty: the shared Maildir).
+        """
+        viewer = self._viewers[request]
+        chosen = request.args.get(b"mailbox")
+        if chosen is None:
+            return viewer
+        name = chosen[-1].decode("utf-8", "replace")
+        if viewer.mailboxes is not None and name not in viewer.mailboxes:
+            raise NoSuchMailbox(name)
+        return Viewer(viewer.user, (name,))
 
     def _remember(self, request: IRequest, viewer: Viewer) -> bool:
         self._viewers[request] = viewer

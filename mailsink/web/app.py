@@ -26,6 +26,7 @@ from mailsink.web.actions import ActionRoutes
 from mailsink.web.checks import CheckRoutes
 from mailsink.web.events import EventHub, EventsWebSocket
 from mailsink.web.guard import OPEN_PATHS, Guard
+from mailsink.web.mailboxes import MailboxRoutes
 from mailsink.web.prefix import BasePath
 from mailsink.web.requests import BadRequest, json_body, page_arguments, query_argument
 from mailsink.web.routing import NotFound, app, for_viewer
@@ -53,7 +54,7 @@ _PART_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'un
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
-class WebApp(ActionRoutes, CheckRoutes, SessionRoutes, TagRoutes):
+class WebApp(ActionRoutes, CheckRoutes, SessionRoutes, TagRoutes, MailboxRoutes):
     """Routes of the page and the API (see C{shared/mailpit-api.md}).
 
     The chaos, send and relay routes are inherited from L{ActionRoutes}, the message checks

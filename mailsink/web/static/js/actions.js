@@ -3,7 +3,8 @@
  * unread, move between messages.
  *
  * Hooks for end-to-end tests: #btn-delete, #btn-delete-all (confirm() dialog first),
- * #btn-mark-read, #btn-mark-unread, #btn-mark-all-read.
+ * #btn-mark-read, #btn-mark-unread, #btn-mark-all-read. Delete all and Mark all read act on
+ * the mailbox on show (see mailboxes.js).
  * Keyboard: j/k (or ↓/↑ in the list) next/previous, Enter opens, Delete deletes, / searches,
  * Esc closes the message.
  */
@@ -13,6 +14,7 @@ import { fail } from './notice.js';
 import { back, navigate } from './router.js';
 import { clearAll, focusRow, list, neighbourId, refreshSoon, removeRows, rowById, setRead } from './list.js';
 import { shown } from './message.js';
+import { withMailbox } from './mailboxes.js';
 
 /** The message an action applies to: the open one, else the focused row. */
 function currentId() {
@@ -38,7 +40,7 @@ async function deleteAll() {
   const what = list.total === 1 ? 'the one message' : `all ${list.total} messages`;
   if (!window.confirm(`Delete ${what}? This cannot be undone.`)) return;
   try {
-    await api('DELETE', '/api/v1/messages', {});
+    await api('DELETE', withMailbox('/api/v1/messages'), {});
   } catch (err) { fail(err); return; }
   clearAll();
   navigate({ id: null, start: 0 });
@@ -57,7 +59,7 @@ async function markRead(read) {
 
 async function markAllRead() {
   try {
-    await api('PUT', '/api/v1/messages', { Read: true });
+    await api('PUT', withMailbox('/api/v1/messages'), { Read: true });
   } catch (err) { fail(err); return; }
   for (const m of list.messages) setRead(m.ID, true);
   refreshSoon();

@@ -5,6 +5,8 @@
  * API used (shared/mailpit-api.md):
  *   GET    /api/v1/messages?start=&limit=       list, newest first
  *   GET    /api/v1/search?query=&start=&limit=  search, same shape
+ *          (both, and DELETE / PUT /api/v1/messages, with &mailbox=NAME: that mailbox only)
+ *   GET    /api/v1/mailboxes                    {"Mailboxes": [{"Name", "Total", "Unread"}]}
  *   GET    /api/v1/message/{ID}                 the message (marks it read)
  *   GET    /api/v1/message/{ID}/headers         {"Name": ["value", ...]}
  *   GET    /api/v1/message/{ID}/raw[?dl=1]      source (download with dl=1)

@@ -9,6 +9,7 @@
  *                             rows with lint errors marked by lintmarks.js
  *   #counts                   "123 messages, 4 unread" (search: "7 matches, 2 unread (of 123)")
  *   #pager, #btn-prev, #btn-next, #page-info   paging (hidden when one page holds everything)
+ * The mailbox on show comes from mailboxes.js (its counts are refreshed with each load).
  */
 import { $, el, enc } from './dom.js';
 import { humanSize, shortAddr, when } from './format.js';
@@ -16,6 +17,7 @@ import { getJSON } from './api.js';
 import { fail } from './notice.js';
 import { navigate } from './router.js';
 import { markLint } from './lintmarks.js';
+import { currentMailbox, initMailboxes, refreshMailboxes, withMailbox } from './mailboxes.js';
 
 const LIMIT = 50;
 
@@ -45,9 +47,10 @@ export function showPage(search, start) {
 async function loadList() {
   const seq = ++loadSeq;
   const page = `start=${list.start}&limit=${LIMIT}`;
-  const path = list.search
+  const path = withMailbox(list.search
     ? `/api/v1/search?query=${enc(list.search)}&${page}`
-    : `/api/v1/messages?${page}`;
+    : `/api/v1/messages?${page}`);
+  refreshMailboxes();
   let data;
   try {
     data = await getJSON(path);
@@ -206,6 +209,7 @@ export function clearAll() {
 /** A message arrived: shown at once on the first page of the unsearched list. */
 export function addArrived(summary) {
   if (!summary || !summary.ID || list.search || list.start !== 0 || summaryById(summary.ID)) return;
+  if (currentMailbox() !== null && summary.Mailbox !== currentMailbox()) return;
   list.messages.unshift(summary);
   if (list.messages.length > LIMIT) list.messages.pop();
   list.total += 1;
@@ -227,7 +231,7 @@ export function applyUpdate(summary) {
 
 /** New totals for the whole mailbox. */
 export function applyStats(stats) {
-  if (!stats) return;
+  if (!stats || currentMailbox() !== null) return; // totals of all mailboxes, not this one
   list.total = stats.Total ?? list.total;
   list.unread = stats.Unread ?? list.unread;
   if (!list.search) { list.matches = list.total; list.matchesUnread = list.unread; }
@@ -256,4 +260,9 @@ export function initList() {
   setInterval(() => {
     for (const t of document.querySelectorAll('#message-list time')) t.textContent = when(t.getAttribute('datetime'));
   }, 60000);
+  initMailboxes(() => {
+    shownKey = null; // the same search and start, in another mailbox
+    if (list.start === 0 && !selectedId) showPage(list.search, 0);
+    else navigate({ start: 0, id: null }, true);
+  });
 }

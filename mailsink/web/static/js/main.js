@@ -4,6 +4,7 @@
  * This entry module wires the views together, routes between them by the URL fragment,
  * and follows the live event stream. One module per view or concern:
  *   list.js     message list, search, paging, counts
+ *   mailboxes.js the mailbox switcher ([mailbox:NAME] and per-user mailboxes, unread counts)
  *   message.js  the message page and its tabs (HTML, text, headers, raw, attachments, transport)
  *   checks.js   the message's Checks tab (lint, HTML check, link check, spam check)
  *   lintmarks.js the list's marker on messages whose lint has errors
