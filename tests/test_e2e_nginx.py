@@ -4,7 +4,7 @@ a free loopback port, forwarding C{/mailsink/} to the real daemon (C{[web] base_
 /mailsink/}, C{auth = required}), as README.rst's example does.
 
 Through nginx, headless Chromium (see tests/test_e2e_web.py) loads the page, sees a message
-sent with smtplib appear live (the event stream through C{proxy_buffering off}), opens it
+sent with smtplib appear live (the event stream through the proxy), opens it
 (its HTML in the frame, an attachment link under the prefix); a raw WebSocket handshake on
 C{/mailsink/api/events} is upgraded through nginx and carries the next message's event.
 Directly at the daemon, nothing is served outside the prefix but the probes.
@@ -296,7 +296,7 @@ class BehindNginxTests(unittest.TestCase):
         rows = page.locator("#message-list .message-row")
         expect(rows).to_have_count(1)  # the list, through nginx
 
-        # A live update: the event stream through nginx (proxy_buffering off).
+        # A live update: the event stream through nginx.
         send(self.daemon.ports["smtp"], attached_message())
         expect(rows).to_have_count(2)
         row = rows.first
