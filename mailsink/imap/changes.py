@@ -13,6 +13,7 @@ import time
 from mailsink.imap.entries import Entry, scan
 from mailsink.imap.flags import flags_of
 from mailsink.imap.uids import UidMap, uid_map_for
+from mailsink.tags.keywords import keyword_file
 
 
 class Snapshot:
@@ -94,6 +95,7 @@ def rescan(path: str, uid_map: UidMap, previous: tuple[int, ...] | None, uids: l
     snapshot = read_disk(path, uid_map, previous)
     if snapshot is None:
         return None
+    keywords = keyword_file(path).names()
     on_disk = snapshot.on_disk
     kept: list[int] = []
     new_entries: dict[int, Entry] = {}
@@ -107,8 +109,8 @@ def rescan(path: str, uid_map: UidMap, previous: tuple[int, ...] | None, uids: l
             continue
         _uid, sub, name = found
         if name != entry.name or sub != entry.sub:
-            if flags_of(name) != flags_of(entry.name):
-                changed_uids[uid] = flags_of(name)
+            if flags_of(name, keywords) != flags_of(entry.name, keywords):
+                changed_uids[uid] = flags_of(name, keywords)
             entry = Entry(uid, entry.base, sub, name)
         kept.append(uid)
         new_entries[uid] = entry

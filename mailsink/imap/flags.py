@@ -2,7 +2,9 @@
 IMAP flags as Maildir file names carry them, and changing them on disk.
 
 Flags live only in the file names (C{:2,FLAGS}): C{\\Seen} is C{S}, C{\\Deleted} C{T},
-C{\\Flagged} C{F}, C{\\Answered} C{R}, C{\\Draft} C{D}. STORE renames a file into
+C{\\Flagged} C{F}, C{\\Answered} C{R}, C{\\Draft} C{D}; keywords (mailsink's tags) are
+the letters C{a}-C{z} named by the folder's C{dovecot-keywords} (L{mailsink.tags.keywords}),
+shown when the name is an IMAP atom (a tag with a space is not). STORE renames a file into
 C{cur/} with its new letters; EXPUNGE unlinks the files marked C{T}. Both are worked out
 and done in a worker thread, from the session's message list, which they never change.
 """
@@ -11,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 
 from twisted.mail import imap4
 
 from mailsink.imap.entries import Entry, find_file
 from mailsink.imap.sequences import select_ids
+from mailsink.tags.keywords import LETTERS, TagLimit, keyword_file
+from mailsink.tags.names import is_imap_atom
 
 FLAG_LETTERS = {"\\Seen": "S", "\\Deleted": "T", "\\Flagged": "F", "\\Answered": "R",
                 "\\Draft": "D"}
@@ -23,24 +28,49 @@ LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
 SYSTEM_FLAGS = tuple(FLAG_LETTERS)
 
 
-def flags_of(name: str) -> list[str]:
-    """The IMAP flags a Maildir file name carries (letters after C{:2,})."""
+def flags_of(name: str, keywords: Mapping[str, str] | None = None) -> list[str]:
+    """
+    The IMAP flags a Maildir file name carries (letters after C{:2,}): system flags, then
+    the keywords C{keywords} (letter -> name) names.
+    """
     info = name.partition(":2,")[2]
-    return [LETTER_FLAGS[c] for c in sorted(info) if c in LETTER_FLAGS]
+    flags = [LETTER_FLAGS[c] for c in sorted(info) if c in LETTER_FLAGS]
+    if keywords:
+        flags.extend(keywords[c] for c in sorted(info)
+                     if c in keywords and is_imap_atom(keywords[c]))
+    return flags
 
 
-Stored = tuple[dict[int, tuple[str, str]], "OSError | None", dict[int, list[str]]]
+def keyword_flags(flags: list[str]) -> tuple[list[str], list[str]]:
+    """A STORE's flags split into system flag letters and keyword names (others dropped)."""
+    letters, names = [], []
+    for flag in flags:
+        letter = next((c for f, c in FLAG_LETTERS.items() if f.lower() == flag.lower()), None)
+        if letter is not None:
+            letters.append(letter)
+        elif is_imap_atom(flag):
+            names.append(flag)
+    return letters, names
+
+
+Stored = tuple[dict[int, tuple[str, str]], "Exception | None", dict[int, list[str]]]
 
 
 def store_flags(path: str, uids: list[int], entries: dict[int, Entry],
                 messages: imap4.MessageSet, by_uid: bool, letters: set[str],
-                mode: int) -> Stored:
+                mode: int, keywords: tuple[str, ...] = ()) -> Stored:
     """
-    (Worker thread.) Add (C{mode} > 0), remove (< 0) or set (0) flag letters on a session's
-    messages (C{uids}, C{entries}: read, never changed): the new (C{cur}, name) per UID
-    renamed, the error that stopped the renames, and every picked message's flags by
-    sequence number.
+    (Worker thread.) Add (C{mode} > 0), remove (< 0) or set (0) flag letters and keywords
+    on a session's messages (C{uids}, C{entries}: read, never changed): the new (C{cur},
+    name) per UID renamed, the error that stopped the renames, and every picked message's
+    flags by sequence number. A new keyword gets a letter in C{dovecot-keywords}; past 26
+    the store fails with L{TagLimit} before any rename.
     """
+    folder = keyword_file(path)
+    found, missing = folder.letters_for(keywords, create=mode >= 0)
+    if missing and mode >= 0:
+        return {}, TagLimit(missing), {}
+    letters = letters | set(found)
     picked = select_ids(uids, messages, by_uid)
     plan = []
     for _seq, u in picked:
@@ -51,11 +81,12 @@ def store_flags(path: str, uids: list[int], entries: dict[int, Entry],
         elif mode < 0:
             wanted = current - letters
         else:
-            wanted = (current - set(LETTER_FLAGS)) | letters
+            wanted = (current - set(LETTER_FLAGS) - set(LETTERS)) | letters
         if wanted != current or (entry.sub == "new" and wanted):
             plan.append((u, entry.base, entry.sub, entry.name, "".join(sorted(wanted))))
     done, error = _rename_all(path, plan) if plan else ({}, None)
-    result = {seq: flags_of(done[u][1] if u in done else entries[u].name)
+    names = folder.names()
+    result = {seq: flags_of(done[u][1] if u in done else entries[u].name, names)
               for seq, u in picked}
     return done, error, result
 

@@ -26,11 +26,19 @@ from zope.interface import implementer
 
 from mailsink.imap.changes import Changes, open_maildir, rescan
 from mailsink.imap.entries import Entry, Moves, moves_in, scan
-from mailsink.imap.flags import FLAG_LETTERS, SYSTEM_FLAGS, Stored, expunge_deleted, store_flags
+from mailsink.imap.flags import (
+    SYSTEM_FLAGS,
+    Stored,
+    expunge_deleted,
+    keyword_flags,
+    store_flags,
+)
 from mailsink.imap.message import MaildirMessage, Measured, measure
 from mailsink.imap.search import Match, Searched, search_messages
 from mailsink.imap.sequences import select_ids
 from mailsink.imap.uids import UidMap
+from mailsink.tags.keywords import keyword_file
+from mailsink.tags.names import is_imap_atom
 
 Run = Callable[..., "Deferred[Any]"]
 """Runs a blocking call elsewhere (a worker thread) and gives its result as a Deferred."""
@@ -134,6 +142,7 @@ class MaildirMailbox:
         self.next_uid = 1
         self.listeners: list[Any] = []
         self._scanned_stamps: tuple[int, ...] | None = None
+        self._keywords: dict[str, str] | None = None
 
     # Keeping up with the disk.
 
@@ -146,6 +155,7 @@ class MaildirMailbox:
 
         The session must not change its messages until this fires (its commands wait).
         """
+        self._keywords = None
         return self.run(rescan, self.path, self.uid_map, self._scanned_stamps, self.uids,
                         self.entries).addCallback(self.apply)
 
@@ -177,7 +187,18 @@ class MaildirMailbox:
     # IMailboxInfo / IMailbox.
 
     def getFlags(self) -> list[str]:
-        return list(SYSTEM_FLAGS)
+        """System flags and the folder's keywords (a small file, read when it changed)."""
+        return [*SYSTEM_FLAGS, *(name for name in self.keywords().values()
+                                 if is_imap_atom(name))]
+
+    def keywords(self) -> dict[str, str]:
+        """
+        Keyword letter -> name, from the folder's C{dovecot-keywords}: read at most once
+        between a rescan or STORE and the next (a small file), not once per message.
+        """
+        if self._keywords is None:
+            self._keywords = keyword_file(self.path).names()
+        return self._keywords
 
     def getHierarchicalDelimiter(self) -> str:
         return "/"
@@ -323,14 +344,11 @@ class MaildirMailbox:
         """
         if not self.writeable:
             raise imap4.ReadOnlyMailbox()
-        letters = set()
-        for flag in flags:
-            for system, letter in FLAG_LETTERS.items():
-                if flag.lower() == system.lower():
-                    letters.add(letter)
+        letters, keywords = keyword_flags(list(flags))
 
         def renamed(outcome: Stored) -> dict[int, list[str]]:
             done, error, result = outcome
+            self._keywords = None
             for u, where in done.items():
                 entry = self.entries.get(u)
                 if entry is not None:
@@ -340,7 +358,7 @@ class MaildirMailbox:
             return result
 
         return self.run(store_flags, self.path, self.uids, self.entries, messages, uid,
-                        letters, mode).addCallback(renamed)
+                        set(letters), mode, tuple(keywords)).addCallback(renamed)
 
     def locate(self, entry: Entry) -> str | None:
         """The message's path now, found again if another program renamed it."""

@@ -150,7 +150,7 @@ class MaildirMessage:
         return self.entry.uid
 
     def getFlags(self) -> list[str]:
-        return flags_of(self.entry.name)
+        return flags_of(self.entry.name, self._mailbox.keywords())
 
     def getInternalDate(self) -> str:
         stamp = self._mailbox.uid_map.dates.get(self.entry.base)

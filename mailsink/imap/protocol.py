@@ -26,6 +26,7 @@ from mailsink.imap.login import IMAPLogin, ThrottledPortal
 from mailsink.imap.mailbox import MaildirMailbox
 from mailsink.imap.search import copy_query, needle, sent_day
 from mailsink.imap.updates import IMAPUpdates
+from mailsink.tags.keywords import TagLimit
 
 log = Logger()
 
@@ -152,6 +153,29 @@ class SinkIMAP4Server(IMAPLogin, IMAPFetch, IMAPUpdates):
         opened.addErrback(self._ebSelectWork, cmdName, tag)
         opened.addBoth(release)
 
+    def _cbSelectWork(self, mbox: Any, cmdName: bytes, tag: bytes) -> None:
+        """
+        Twisted's answer to SELECT/EXAMINE with C{PERMANENTFLAGS} added (RFC 3501 6.3.1):
+        the system flags, the folder's keywords and C{\\*}, as new keywords are kept (they
+        become tags).
+        """
+        if mbox is None:
+            self.sendNegativeResponse(tag, b"No such mailbox")
+            return
+        flags = [flag.encode() for flag in mbox.getFlags()]
+        self.sendUntaggedResponse(b"%d EXISTS" % (mbox.getMessageCount(),))
+        self.sendUntaggedResponse(b"%d RECENT" % (mbox.getRecentCount(),))
+        self.sendUntaggedResponse(b"FLAGS (" + b" ".join(flags) + b")")
+        if mbox.isWriteable():
+            self.sendPositiveResponse(None, b"[PERMANENTFLAGS (" + b" ".join(flags)
+                                      + b" \\*)] Flags and new keywords are kept")
+        self.sendPositiveResponse(None, b"[UIDVALIDITY %d]" % (mbox.getUIDValidity(),))
+        mode = b"READ-WRITE" if mbox.isWriteable() else b"READ-ONLY"
+        mbox.addListener(self)
+        self.sendPositiveResponse(tag, b"[" + mode + b"] " + cmdName + b" successful")
+        self.state = "select"
+        self.mbox = mbox
+
     auth_SELECT: Any = (_selectWork, imap4.IMAP4Server.arg_astring, 1, b"SELECT")
     select_SELECT: Any = auth_SELECT
     auth_EXAMINE: Any = (_selectWork, imap4.IMAP4Server.arg_astring, 0, b"EXAMINE")
@@ -180,6 +204,9 @@ class SinkIMAP4Server(IMAPLogin, IMAPFetch, IMAPUpdates):
                     b" ".join(flag.encode() for flag in now)))
 
         def failed(failure: Failure) -> None:
+            if failure.check(TagLimit):
+                self.sendNegativeResponse(tag, b"[LIMIT] " + str(failure.value).encode())
+                return
             self.sendBadResponse(tag, b"Server error: " + str(failure.value).encode())
 
         maybeDeferred(mbox.store, messages, names, how, uid=uid).addCallbacks(
@@ -247,6 +274,14 @@ class SinkIMAP4Server(IMAPLogin, IMAPFetch, IMAPUpdates):
 
     def search_SENTSINCE(self, query: Any, id: int, msg: Any) -> bool:
         return sent_day(msg) >= imap4.parseTime(query.pop(0))[:3]
+
+    def search_KEYWORD(self, query: Any, id: int, msg: Any) -> bool:
+        """A keyword (a tag) among the message's flags (Twisted's never matches)."""
+        keyword = str(query.pop(0)).lower()
+        return any(flag.lower() == keyword for flag in msg.getFlags())
+
+    def search_UNKEYWORD(self, query: Any, id: int, msg: Any) -> bool:
+        return not self.search_KEYWORD(query, id, msg)
 
     select_SEARCH: Any = (do_SEARCH, imap4.IMAP4Server.opt_charset,
                           imap4.IMAP4Server.arg_searchkeys)

@@ -23,6 +23,7 @@ from mailsink.imap.parts import MAX_HEADER_BYTES, Field, header_fields, value
 from mailsink.imap.uids import UidMap
 from mailsink.mime_cut import header_end
 from mailsink.mime_text import decode_words, header_text
+from mailsink.tags.keywords import keyword_file
 
 Match = Callable[[int, Any, int, int], bool]
 """Whether a message matches a SEARCH: (sequence number, message, last sequence number,
@@ -74,7 +75,7 @@ class _Probe:
         return self.entry.uid
 
     def getFlags(self) -> list[str]:
-        return flags_of(self.name)
+        return flags_of(self.name, keyword_file(self._search.path).names())
 
     def getSize(self) -> int:
         size = self._search.sizes.get(self.entry.base)
