@@ -6,7 +6,8 @@ bob), C{[web] auth = required} and C{MAILSINK_AUTH} accounts (C{boss} an admin).
 sent with smtplib: to one mailbox, to both (stored once per mailbox, hard-linked: one
 inode), to none (the shared Maildir). Read back through the API (C{Mailbox}, C{?mailbox=}
 on list, search and delete, C{/api/v1/mailboxes}), IMAP (C{LIST}, C{SELECT}) and
-C{mailsink ls --mailbox}, each as alice, bob and the admin.
+C{mailsink ls --mailbox}, each as alice, bob and the admin; and the web view's mailbox
+switcher in headless Chromium.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ import urllib.request
 from typing import Any
 
 from daemon import Daemon
+from test_e2e_web import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LAUNCH_TIMEOUT_MS,
+    STEP_TIMEOUT_MS,
+    load_playwright,
+)
 
 TIMEOUT = 10.0
 ACCOUNTS = {"alice": "a-pass", "bob": "b-pass", "carol": "c-pass", "boss": "x-pass"}
@@ -213,3 +221,45 @@ class MailboxesTests(unittest.TestCase):
         unknown = ls("--mailbox", "nope")
         self.assertNotEqual(unknown.returncode, 0)
         self.assertIn("nope", unknown.stderr)
+
+    # The web view.
+
+    def test_switcher_in_the_page(self) -> None:
+        sync_api = load_playwright()
+        self.send("page shop", "a@shop.example")
+        self.send("page ops", "ops@else.example")
+        self.send("page none", "a@else.example")
+        playwright = sync_api.sync_playwright().start()
+        self.addCleanup(playwright.stop)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             timeout=LAUNCH_TIMEOUT_MS)
+        self.addCleanup(browser.close)
+        context = browser.new_context(
+            http_credentials={"username": "alice", "password": ACCOUNTS["alice"]})
+        page = context.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        expect = sync_api.expect
+        page.goto(f"http://127.0.0.1:{self.daemon.ports['web']}/")
+        rows = page.locator("#message-list .message-row .subject")
+        expect(rows).to_have_text(["page none", "page shop"])
+        switcher = page.locator("#mailbox-switcher")
+        expect(switcher).to_be_visible()
+        expect(switcher.locator("option")).to_have_text(
+            ["All mailboxes (2 unread)", "Shared (1 unread)", "shop (1 unread)"])
+        switcher.select_option("=shop")
+        expect(rows).to_have_text(["page shop"])
+        expect(page.locator("#counts")).to_have_text("1 message, 1 unread")
+        rows.first.click()
+        expect(page.locator("#message-subject")).to_have_text("page shop")
+        expect(switcher.locator("option")).to_have_text(
+            ["All mailboxes (1 unread)", "Shared (1 unread)", "shop"])
+        self.send("page shop later", "b@shop.example")
+        self.send("page none later", "b@else.example")
+        expect(rows).to_have_text(["page shop later", "page shop"])
+        expect(switcher.locator("option")).to_have_text(
+            ["All mailboxes (3 unread)", "Shared (2 unread)", "shop (1 unread)"])
+        switcher.select_option("=")
+        expect(rows).to_have_text(["page none later", "page none"])
+        switcher.select_option("*")
+        expect(rows).to_have_text(["page none later", "page shop later", "page none",
+                                   "page shop"])
