@@ -1,8 +1,9 @@
 """
 Tag names: cleaned as Mailpit cleans them, and read from C{X-Tags} headers.
 
-A tag keeps ASCII letters, digits, spaces, C{-}, C{_} and C{.}; any other character
-becomes a space, runs of spaces become one, and the ends are trimmed. Tags are compared
+A tag keeps ASCII letters, digits, spaces, C{-}, C{_} and C{.}; other characters are
+dropped (Mailpit strips them silently), white space runs become one space, the ends are
+trimmed. Tags are compared
 without regard to case (C{Signup} and C{signup} are one tag; the first spelling stays).
 """
 
@@ -12,7 +13,7 @@ import re
 from collections.abc import Iterable
 
 _INVALID = re.compile(r"[^A-Za-z0-9 ._-]")
-_SPACES = re.compile(r" +")
+_SPACES = re.compile(r"\s+")
 _ATOM = re.compile(r"[A-Za-z0-9._-]+")
 
 MAX_LENGTH = 100
@@ -21,7 +22,7 @@ MAX_LENGTH = 100
 
 def clean_tag(text: str) -> str:
     """C{text} as a tag name ("" if nothing of it is left)."""
-    return _SPACES.sub(" ", _INVALID.sub(" ", text)).strip()[:MAX_LENGTH].strip()
+    return _INVALID.sub("", _SPACES.sub(" ", text)).strip()[:MAX_LENGTH].strip()
 
 
 def unique_tags(texts: Iterable[str]) -> tuple[str, ...]:

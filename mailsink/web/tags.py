@@ -1,7 +1,7 @@
 """
 Mailpit's tag routes: C{GET /api/v1/tags} (every tag the viewer's messages carry),
 C{PUT /api/v1/tags} (C{{"IDs": [...], "Tags": [...]}}: set those messages' tags exactly; an
-empty list clears), C{PUT /api/v1/tags/{Tag}} (C{{"Name": new}}: rename) and
+empty or absent C{Tags} clears), C{PUT /api/v1/tags/{Tag}} (C{{"Name": new}}: rename) and
 C{DELETE /api/v1/tags/{Tag}} (take it off every message). Tags are kept as Maildir keywords
 (L{mailsink.index_tags}); a folder's 27th tag is refused with a 400 that says so.
 """
@@ -35,7 +35,7 @@ class TagRoutes(Routes):
     @inlineCallbacks
     def set_tags(self, request: IRequest, viewer: Viewer) -> Any:
         body = json_body(request, required=True)
-        ids, tags = body.get("IDs"), body.get("Tags")
+        ids, tags = body.get("IDs"), body.get("Tags") or []
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise BadRequest("IDs must be a list of message IDs")
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
