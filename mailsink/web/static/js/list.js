@@ -6,7 +6,7 @@
  *   #message-list             the list (role=listbox); rows .message-row[data-id="ID"]
  *                             (role=option), class "unread" when unread, class "selected" and
  *                             aria-selected="true" for the open message; #list-empty when empty;
- *                             rows with lint errors marked by lintmarks.js
+ *                             rows with lint errors marked by lintmarks.js, tag chips by tags.js
  *   #counts                   "123 messages, 4 unread" (search: "7 matches, 2 unread (of 123)")
  *   #pager, #btn-prev, #btn-next, #page-info   paging (hidden when one page holds everything)
  * The mailbox on show comes from mailboxes.js (its counts are refreshed with each load).
@@ -17,6 +17,7 @@ import { getJSON } from './api.js';
 import { fail } from './notice.js';
 import { navigate } from './router.js';
 import { markLint } from './lintmarks.js';
+import { tagChips } from './tags.js';
 import { currentMailbox, initMailboxes, refreshMailboxes, withMailbox } from './mailboxes.js';
 
 const LIMIT = 50;
@@ -95,6 +96,7 @@ function rowFor(m) {
     el('span', { class: 'meta' },
       m.Attachments > 0 ? el('span', { class: 'clip', title: `${m.Attachments} attachment(s)`, 'aria-label': 'has attachments', text: '📎' }) : '',
       el('span', { class: 'size', text: humanSize(m.Size) })),
+    tagChips(m.Tags),
     el('span', { class: 'line3' },
       el('span', { class: 'to', text: toText ? `To: ${toText}` : '' }),
       el('span', { class: 'snippet', text: m.Snippet ? ` — ${m.Snippet}` : '' })));

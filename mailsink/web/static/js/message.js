@@ -4,7 +4,8 @@
  *
  * Hooks for end-to-end tests:
  *   #message-view             the message pane; has the hidden attribute while none is open
- *   #message-subject          subject of the open message; #message-meta its header block (dl)
+ *   #message-subject          subject of the open message; #message-meta its header block (dl);
+ *                             #message-tags its tags (see tags.js)
  *   [data-tab="html|text|headers|raw|attachments|transport|checks"]  tabs (role=tab, aria-selected)
  *   #panel-html, #panel-text, #panel-headers, #panel-raw, #panel-attachments, #panel-transport,
  *   #panel-checks (its hooks are listed in checks.js)
@@ -22,6 +23,7 @@ import { back, hashFor, navigate } from './router.js';
 import { focusRow, markSelected, rowById, setRead, summaryById } from './list.js';
 import { hideReleaseForm } from './relay.js';
 import { initChecks, loadChecks } from './checks.js';
+import { renderMessageTags } from './tags.js';
 
 const narrow = window.matchMedia('(max-width: 800px)');
 const TABS = '#message-view [role="tab"]';
@@ -108,6 +110,7 @@ function renderMessage(m) {
   field('Reply-To', addrList(m.ReplyTo));
   field('Date', longDate(m.Date));
   field('Username', m.Username);
+  renderMessageTags(m);
 
   const hasHTML = Boolean(m.HTML);
   $('#html-none').hidden = hasHTML;
