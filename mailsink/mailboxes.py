@@ -58,6 +58,18 @@ def compile_recipients(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"{pattern!r} is not a valid regular expression: {error}") from None
 
 
+def split_login(user: bytes) -> tuple[bytes, str | None]:
+    """
+    A POP3 login C{user#NAME} as C{(user, NAME)}: POP3 has one maildrop per login, so the
+    mailbox rides on the user name. Anything else is C{(user, None)}, INBOX.
+    """
+    head, sep, tail = user.rpartition(b"#")
+    name = tail.decode("ascii", "replace")
+    if sep and head and NAME.fullmatch(name):
+        return head, name
+    return user, None
+
+
 def route(rules: Sequence[MailboxRule], recipients: Iterable[str]) -> tuple[str, ...]:
     """The mailboxes a message to C{recipients} goes to, in INI order (none: the shared)."""
     wanted = tuple(recipients)

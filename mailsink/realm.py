@@ -17,8 +17,9 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from twisted.cred.checkers import ANONYMOUS, AllowAnonymousAccess, ICredentialsChecker
+from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mailsink.config import ConfigError
@@ -105,11 +106,18 @@ class MailboxRealm:
     def requestAvatar(
         self, avatarId: Any, mind: object, *interfaces: Any
     ) -> Deferred[Any]:
-        """Hand out a delivery avatar (an authenticated one knows its user) or a reader."""
+        """
+        Hand out a delivery avatar (an authenticated one knows its user) or a reader: of
+        L{reading_path}, or of the C{[mailbox:NAME]} that C{mind} names (POP3's C{user#NAME}).
+        """
         for interface in interfaces:
             if interface in self.readers and avatarId is not ANONYMOUS:
                 user = avatarId.decode("utf-8", "replace")
-                avatar = self.readers[interface](self.reading_path(user), user)
+                path = (self.reading_folders(user).get(mind) if isinstance(mind, str)
+                        else self.reading_path(user))
+                if path is None:
+                    return fail(UnauthorizedLogin(f"{user} may not read mailbox {mind}"))
+                avatar = self.readers[interface](path, user)
                 return succeed((interface, avatar, getattr(avatar, "logout", _nothing)))
         if IMailboxDelivery not in interfaces:
             raise NotImplementedError("no avatar for " + ", ".join(map(str, interfaces)))

@@ -5,7 +5,8 @@ C{twistd -n mailsink} with two C{[mailbox:NAME]} rules (C{shop} for alice, C{ops
 bob), C{[web] auth = required} and C{MAILSINK_AUTH} accounts (C{boss} an admin). Mail is
 sent with smtplib: to one mailbox, to both (stored once per mailbox, hard-linked: one
 inode), to none (the shared Maildir). Read back through the API (C{Mailbox}, C{?mailbox=}
-on list, search and delete, C{/api/v1/mailboxes}), IMAP (C{LIST}, C{SELECT}) and
+on list, search and delete, C{/api/v1/mailboxes}), IMAP (C{LIST}, C{SELECT}), POP3
+(C{user#NAME} logins) and
 C{mailsink ls --mailbox}, each as alice, bob and the admin; and the web view's mailbox
 switcher in headless Chromium.
 """
@@ -16,6 +17,7 @@ import base64
 import imaplib
 import json
 import os
+import poplib
 import shutil
 import smtplib
 import subprocess
@@ -43,6 +45,7 @@ SECTIONS = {
     "mailbox:ops": {"recipients": r"^ops@", "users": "bob"},
     "smtp": {"tls": "none"},
     "imap": {"tls": "none"},
+    "pop3": {"tls": "none"},
     "web": {"auth": "required"},
 }
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -169,6 +172,32 @@ class MailboxesTests(unittest.TestCase):
         names = [line.decode().rsplit(" ", 1)[1].strip('"') for line in bob.list()[1]]
         self.assertEqual(names, ["INBOX", "ops"])
         self.assertEqual(bob.select("shop")[0], "NO")
+
+    def pop3_subjects(self, login: str, password: str) -> list[str]:
+        client = poplib.POP3("127.0.0.1", self.daemon.ports["pop3"], timeout=TIMEOUT)
+        try:
+            client.user(login)
+            client.pass_(password)
+            count = len(client.list()[1])
+            return [next(line.decode() for line in client.top(i, 0)[1]
+                         if line.startswith(b"Subject:")) for i in range(1, count + 1)]
+        finally:
+            client.quit()
+
+    def test_access_through_pop3(self) -> None:
+        self.send("to shop", "a@shop.example")
+        self.send("to none", "a@else.example")
+        self.assertEqual(self.pop3_subjects("alice", ACCOUNTS["alice"]), ["Subject: to none"])
+        self.assertEqual(self.pop3_subjects("alice#shop", ACCOUNTS["alice"]),
+                         ["Subject: to shop"])
+        self.assertEqual(self.pop3_subjects("boss#shop", ACCOUNTS["boss"]),
+                         ["Subject: to shop"])
+        self.assertEqual(self.pop3_subjects("bob#ops", ACCOUNTS["bob"]), [])
+        for login, password in (("bob#shop", ACCOUNTS["bob"]), ("alice#nope", ACCOUNTS["alice"]),
+                                ("alice#shop", "wrong")):
+            with self.assertRaises(poplib.error_proto) as refused:
+                self.pop3_subjects(login, password)
+            self.assertIn(b"authentication failed", refused.exception.args[0])
 
     # ?mailbox= on list, search and delete.
 

@@ -8,7 +8,14 @@ import textwrap
 from twisted.trial.unittest import TestCase
 
 from mailsink.config import ConfigError, parse_config
-from mailsink.mailboxes import MailboxRule, check_name, compile_recipients, route, visible
+from mailsink.mailboxes import (
+    MailboxRule,
+    check_name,
+    compile_recipients,
+    route,
+    split_login,
+    visible,
+)
 
 MINIMAL = "[smtp]\nlisten = tcp:1025\n"
 
@@ -108,3 +115,14 @@ class VisibleTests(TestCase):
     def test_without_rules_as_before(self) -> None:
         self.assertIsNone(visible((), "alice", (), None))
         self.assertEqual(visible((), "alice", (), "alice"), ("alice",))
+
+
+class SplitLoginTests(TestCase):
+    def test_mailbox_after_the_last_hash(self) -> None:
+        self.assertEqual(split_login(b"alice#shop"), (b"alice", "shop"))
+        self.assertEqual(split_login(b"a#b#ops-2"), (b"a#b", "ops-2"))
+
+    def test_plain_logins(self) -> None:
+        for login in (b"alice", b"#shop", b"alice#", b"alice#a.b", b"alice#-x",
+                      b"alice@example.com"):
+            self.assertEqual(split_login(login), (login, None))

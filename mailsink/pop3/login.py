@@ -1,8 +1,9 @@
 """
 POP3 login for L{mailsink.pop3.protocol.SinkPOP3}, kept apart from the mail commands:
-USER/PASS and AUTH PLAIN (RFC 5034) through the cred portal for an C{IMailbox}, refused
-without TLS unless C{[auth] allow_insecure}, failures logged without the password and
-slowed per client address.
+USER/PASS and AUTH PLAIN (RFC 5034) through the cred portal for an C{IMailbox} (the user's
+INBOX, or a C{[mailbox:NAME]} for a login C{user#NAME}), refused without TLS unless
+C{[auth] allow_insecure}, failures logged without the password and slowed per client
+address.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from twisted.mail.pop3 import IMailbox
 from twisted.python.failure import Failure
 
 from mailsink.auth.sasl import Plain, SASLError
+from mailsink.mailboxes import split_login
 
 log = Logger()
 
@@ -132,7 +134,9 @@ class POP3Login:
 
     def _login(self, credentials: UsernamePassword, how: str) -> None:
         user = credentials.username.decode("utf-8", "replace")
-        login = self.portal.login(credentials, None, IMailbox)
+        name, mailbox = split_login(credentials.username)
+        login = self.portal.login(UsernamePassword(name, credentials.password), mailbox,
+                                  IMailbox)
         login.addCallback(self._logged_in, user, how)
         login.addErrback(self._login_failed, user, how)
         self._longOperation(login)
