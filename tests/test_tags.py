@@ -13,6 +13,7 @@ import threading
 from twisted.trial.unittest import TestCase
 
 from mailsink import mime
+from mailsink.config import ConfigError, parse_config
 from mailsink.messages import Address, Facts, Summary
 from mailsink.tags.keywords import (
     FILE_NAME,
@@ -147,3 +148,19 @@ class RuleTests(TestCase):
         self.assertEqual(caught.exception.key, "x")
         with self.assertRaises(RuleError):
             parse_rules({"%%": "subject:a"})
+
+
+class ConfigTests(TestCase):
+    def test_tags_section_gives_rules(self) -> None:
+        config = parse_config("[smtp]\n[tags]\nsignup = subject:welcome to:@new.example\n"
+                              "Big = larger:1M\n", "/tmp/m.ini", {})
+        self.assertEqual([tag for tag, _ in config.tags.rules], ["signup", "big"])
+        self.assertEqual(config.tags.tags_for(summary("Welcome!", "x@new.example")),
+                         ("signup",))
+        self.assertEqual(parse_config("[smtp]\n", "/tmp/m.ini", {}).tags.rules, ())
+
+    def test_bad_rule_names_the_key(self) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            parse_config("[smtp]\n[tags]\nsignup =\n", "/tmp/m.ini", {})
+        self.assertEqual(str(caught.exception),
+                         "[tags] signup: give a search query, e.g. subject:welcome")
