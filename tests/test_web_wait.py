@@ -6,6 +6,7 @@ Clock for the timers; then L{Waiting} itself against an index whose answers the 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -25,7 +26,7 @@ from mailsink.messages import Facts, Summary
 from mailsink.metrics import Metrics
 from mailsink.web.app import WebApp
 from mailsink.web.waiting import Question, Waiting
-from tests.test_web_api import AccessTests, WebTestCase, message_bytes
+from tests.test_web_api import WebTestCase, message_bytes
 
 
 def waiting_gauge(metrics: Metrics) -> float | None:
@@ -219,7 +220,14 @@ class NoWaitingTests(WebTestCase):
         self.assertEqual((response.code, body), (400, b"this listener cannot wait for mail"))
 
 
-class WaitIsolationTests(WaitingWeb, AccessTests):
+class WaitIsolationTests(WaitingWeb, WebTestCase):
+    auth_required = True
+    isolation = "user"
+
+    def auth(self, user: str, password: str) -> dict[str, list[str]]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": [f"Basic {token}"]}
+
     def test_a_viewer_waits_for_mail_it_may_read(self) -> None:
         alice = self.auth("alice", "wonderland")
         pending = self.start("/api/v1/messages?wait=30", headers=alice)
@@ -356,5 +364,3 @@ class WaitingTests(TestCase):
         self.waiting.index_event("new", summary("invoice"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-
-del AccessTests  # imported as a base class: run in test_web_api only
