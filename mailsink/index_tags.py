@@ -74,7 +74,12 @@ def tagged_on_arrival(store: IndexStore, item: Parsed) -> Parsed:
     if not wanted:
         return attrs.evolve(item, facts=attrs.evolve(item.facts, tags=()))
     folder = keywords(store, mailbox)
-    letters, missing = folder.letters_for(wanted)
+    try:
+        letters, missing = folder.letters_for(wanted)
+    except OSError as error:
+        log.warn("cannot write {path}: {error}; {file} keeps no tags", path=folder.path,
+                 error=str(error), file=filename)
+        return attrs.evolve(item, facts=attrs.evolve(item.facts, tags=()))
     if missing:
         log.warn("no keyword letter left in {path} for tags {tags} of {file}; they are "
                  "not kept (26 at most a Maildir)", path=folder.path, tags=missing,
@@ -123,7 +128,9 @@ def set_tags(store: IndexStore, ids: list[str], tags: list[str]) -> Changes:
         free = 26 - len(folder.names())
         if len(missing) > free:
             raise TagLimit(missing[free:])
-        letters[mailbox], _ = folder.letters_for(tags)
+        letters[mailbox], missing = folder.letters_for(tags)
+        if missing:  # another thread (IMAP) took the last letters meanwhile
+            raise TagLimit(missing)
     for mid, loc in locs.items():
         _retag(store, mid, loc, letters[loc[0]], changes)
     store.conn.commit()

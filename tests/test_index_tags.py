@@ -160,3 +160,11 @@ class IndexTagTests(IndexTestCase):
         yield index.set_read([mid], True, None, None)
         self.assertEqual(self.files(), {"new": [], "cur": [f"{mid}:2,Sa"]})
         self.assertEqual((yield self.tags(index, mid)), ("t",))
+
+    @inlineCallbacks
+    def test_unwritable_keyword_file_leaves_the_message_untagged(self) -> Any:
+        os.mkdir(os.path.join(self.root, FILE_NAME))  # a folder where the file should be
+        mid = self.write("m", extra="X-Tags: t\n")
+        index = yield self.started_with({})
+        self.assertEqual((yield self.tags(index, mid)), ())
+        self.assertEqual(self.files(), {"new": [mid], "cur": []})
