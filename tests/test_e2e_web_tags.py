@@ -54,6 +54,14 @@ class WebTagTests(unittest.TestCase):
         with smtplib.SMTP("127.0.0.1", self.daemon.ports["smtp"], timeout=SMTP_TIMEOUT) as smtp:
             smtp.sendmail("app@example.com", ["dev@example.com"], text.encode())
 
+    def put_tags(self, message_id: str, tags: list[str]) -> None:
+        request = urllib.request.Request(
+            self.base + "/api/v1/tags", method="PUT",
+            data=json.dumps({"IDs": [message_id], "Tags": tags}).encode(),
+            headers={"Content-Type": "application/json"})
+        with _DIRECT.open(request, timeout=HTTP_TIMEOUT) as response:
+            self.assertEqual(response.read(), b"ok")
+
     def api(self, path: str) -> Any:
         with _DIRECT.open(self.base + path, timeout=HTTP_TIMEOUT) as response:
             return json.load(response)
@@ -97,6 +105,10 @@ class WebTagTests(unittest.TestCase):
         self.assertEqual(summary["Tags"], ["Added-1", "two words"])
         # The row follows over the live event stream.
         expect(rows.first.locator(".tag-chip")).to_have_text(["Added-1", "two words"])
+
+        # Tags set elsewhere (here the API, as IMAP or another page would) show at once.
+        self.put_tags(summary["ID"], ["Added-1", "from-elsewhere"])
+        expect(chips).to_have_text(["Added-1", "from-elsewhere"])
 
         chips.filter(has_text="Added-1").click()
         expect(page.locator("#search")).to_have_value("tag:Added-1")

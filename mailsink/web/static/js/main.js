@@ -8,6 +8,7 @@
  *   message.js  the message page and its tabs (HTML, text, headers, raw, attachments, transport)
  *   checks.js   the message's Checks tab (lint, HTML check, link check, spam check)
  *   lintmarks.js the list's marker on messages whose lint has errors
+ *   tags.js     tag chips on rows and the open message, filter by a click, add and remove
  *   actions.js  delete, mark read, move: toolbar buttons and keyboard shortcuts
  *   relay.js    Test relay and Release
  *   sessions.js the Sessions view (SMTP conversations); session.js one session and its transcript
@@ -34,6 +35,7 @@ import { hashFor, navigate, readHash, startRouting } from './router.js';
 import { addSession, initSessions, leaveSessions, showSessions } from './sessions.js';
 import { initSession } from './session.js';
 import { bannerOnList, initBanner, noteSession, refreshBanner } from './banner.js';
+import { followUpdate } from './tags.js';
 
 /** Show the message list or the Sessions view; the header's links say which. */
 function showView(h) {
@@ -80,6 +82,7 @@ function handleEvent(event) {
       break;
     case 'update':
       applyUpdate(data);
+      followUpdate(data);
       break;
     case 'delete':
       removeRows((data && data.IDs) || []);

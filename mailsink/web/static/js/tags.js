@@ -64,6 +64,15 @@ export function renderMessageTags(message) {
   box.replaceChildren(...chips, form);
 }
 
+/** A message's summary changed (the live "update" event): follow its tags if it is open. */
+export function followUpdate(summary) {
+  if (!current || !summary || summary.ID !== current.ID) return;
+  const tags = summary.Tags || [];
+  if (JSON.stringify(tags) === JSON.stringify(current.Tags || [])) return;
+  current.Tags = tags;
+  renderMessageTags(current);
+}
+
 /** Give the message exactly these tags, then show what the server kept. */
 async function saveTags(message, tags) {
   try {
