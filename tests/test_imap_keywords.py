@@ -70,6 +70,14 @@ class Keywords(IMAPTestCase):
         self.assertIn(b"* 1 FETCH (FLAGS (\\Seen later))", watcher.ok("b NOOP"))
         self.assertEqual(self.on_disk(), [name + ":2,Sa"])
 
+    def test_thunderbirds_own_keywords_are_kept(self) -> None:
+        [name] = self.deliver(1)
+        session = self.connect()
+        session.ok("a SELECT INBOX")
+        self.assertIn(b"FLAGS ($label1 $Junk)", session.ok("b STORE 1 +FLAGS ($label1 $Junk)"))
+        self.assertEqual(self.on_disk(), [name + ":2,ab"])
+        self.assertEqual(self.keywords(), {"a": "$label1", "b": "$Junk"})
+
     def test_twenty_seventh_keyword_is_refused(self) -> None:
         self.write_keywords("".join(f"{n} k{n}\n" for n in range(26)))
         [name] = self.deliver(1)

@@ -51,7 +51,11 @@ class NameTests(TestCase):
 
     def test_imap_atoms(self) -> None:
         self.assertTrue(is_imap_atom("signup-2.0_x"))
+        self.assertTrue(is_imap_atom("$label1"))
         self.assertFalse(is_imap_atom("two words"))
+        for special in "(){%*\"\\]":
+            self.assertFalse(is_imap_atom(f"a{special}b"), special)
+        self.assertFalse(is_imap_atom("caf\u00e9"))
         self.assertFalse(is_imap_atom(""))
 
 

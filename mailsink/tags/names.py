@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 _INVALID = re.compile(r"[^A-Za-z0-9 ._-]")
 _SPACES = re.compile(r"\s+")
-_ATOM = re.compile(r"[A-Za-z0-9._-]+")
+_ATOM = re.compile(r'[!#$&\'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+')
+"""RFC 3501's atom: printable ASCII but for atom-specials ( ) { % * " \\ ] and space."""
 
 MAX_LENGTH = 100
 """Characters kept of a tag name (a longer one is cut)."""
@@ -41,5 +42,9 @@ def parse_x_tags(values: Iterable[str]) -> tuple[str, ...]:
 
 
 def is_imap_atom(tag: str) -> bool:
-    """Whether IMAP can carry C{tag} as a keyword (an atom: no spaces)."""
+    """
+    Whether IMAP can carry C{tag} as a keyword (an atom: no spaces). Thunderbird's own
+    keywords (C{$label1}, C{$Junk}) are atoms, though not clean Mailpit tag names: kept as
+    IMAP sets them.
+    """
     return bool(_ATOM.fullmatch(tag))
