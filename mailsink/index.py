@@ -98,6 +98,11 @@ class MessageIndex:
         self._kick_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
         self._catch_up = CatchUp(self._clock)
+        self._tag_counts: dict[frozenset[str] | None,
+                               dict[str, int] | list[Deferred[dict[str, int]]]] = {}
+        """L{tag_counts} answers (or who waits for one in flight) until the index changes."""
+        self.awaited: Callable[[], bool] = lambda: False
+        """Whether someone waits for new mail right now (API C{wait}): no gathering pause."""
         self._in_step: list[Loc] = []
         self._ready_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
@@ -176,7 +181,7 @@ class MessageIndex:
         loc = (mailbox, os.path.basename(os.path.dirname(path)), os.path.basename(path))
         self._urgent[loc] = None
         self._catch_up.announce(loc)
-        self._kick_soon()
+        self._kick_soon(0 if self.awaited() else 0.02)
 
     def caught_up(self, timeout: float = CATCH_UP_TIMEOUT) -> Deferred[None]:
         """
@@ -241,10 +246,12 @@ class MessageIndex:
     def _kick_scheduled(self) -> bool:
         return self._kick_call is not None and self._kick_call.active()
 
-    def _kick_soon(self) -> None:
+    def _kick_soon(self, delay: float = 0.02) -> None:
         """Start work after a moment, so events arriving together are handled together."""
-        if not self._kick_scheduled() and not self._stopping:
-            self._kick_call = self._reactor.callLater(0.02, self._kick)
+        if self._kick_scheduled() and delay == 0 and self._kick_call is not None:
+            self._kick_call.reset(0)
+        elif not self._kick_scheduled() and not self._stopping:
+            self._kick_call = self._reactor.callLater(delay, self._kick)
 
     def _pending(self) -> bool:
         return bool(self._urgent or self._vanished or self._backlog or self._rescan_wanted)
@@ -326,6 +333,7 @@ class MessageIndex:
 
     def _step_done(self, _: object) -> None:
         self._busy = False
+        self._tag_counts = {}  # a step may change rows without events (the first build)
         self._catch_up.settle(self._in_step)
         self._in_step = []
         if self._stopping:
@@ -333,13 +341,15 @@ class MessageIndex:
                 waiter.callback(None)
             return
         if self._urgent and not self._backlog and not self._rescan_wanted \
-                and not self._catch_up.waiting:
+                and not self._catch_up.waiting and not self.awaited():
             # Under load new mail keeps coming: gather a bigger batch first.
             self._kick_call = self._reactor.callLater(0.05, self._kick)
             return
         self._kick()
 
     def _publish(self, events: list[tuple[str, Any]]) -> None:
+        if events:
+            self._tag_counts = {}
         for kind, payload in events:
             for subscriber in list(self._subscribers):
                 try:
@@ -434,8 +444,37 @@ class MessageIndex:
     # Tags (L{mailsink.index_tags}: kept as Maildir keywords).
 
     def tag_counts(self, mailboxes: Collection[str] | None) -> Deferred[dict[str, int]]:
-        """Tag name -> how many messages carry it, by name."""
-        return self._db(tag_counts, self._store, _frozen(mailboxes))
+        """
+        Tag name -> how many messages carry it, by name. Every list answer carries them, so
+        one count serves all the requests asking until the index next changes (200 waiting
+        requests answered by one message ask once, not 200 times).
+        """
+        key = _frozen(mailboxes)
+        asked: Deferred[dict[str, int]] = Deferred()
+        known = self._tag_counts.get(key)
+        if isinstance(known, dict):
+            asked.callback(dict(known))
+            return asked
+        if known is not None:  # a count in flight: wait for it too
+            known.append(asked)
+            return asked
+        waiters = self._tag_counts[key] = [asked]
+        counts_now = self._tag_counts
+
+        def counted(outcome: dict[str, int] | Failure) -> None:
+            if isinstance(outcome, Failure):
+                if counts_now.get(key) is waiters:
+                    del counts_now[key]
+                for waiter in waiters:
+                    waiter.errback(outcome)
+                return
+            if counts_now.get(key) is waiters:
+                counts_now[key] = outcome
+            for waiter in waiters:
+                waiter.callback(dict(outcome))
+
+        self._db(tag_counts, self._store, key).addBoth(counted)
+        return asked
 
     def set_tags(self, ids: list[str], tags: list[str],
                  mailboxes: Collection[str] | None) -> Deferred[None]:

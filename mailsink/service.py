@@ -230,6 +230,7 @@ def _web_listeners(config: Config, index: MessageIndex, checker: Any, metrics: M
         sessions.listeners.append(lambda session: hub.index_event("session", session))
     index.subscribe(hub.index_event)
     waiting = Waiting(index, reactor, metrics)
+    index.awaited = waiting.anyone_waiting
     index.subscribe(waiting.index_event)
     subscribe_webhooks(web, index, reactor)
     reactor.callWhenRunning(hub.start)

@@ -168,3 +168,29 @@ class IndexTagTests(IndexTestCase):
         index = yield self.started_with({})
         self.assertEqual((yield self.tags(index, mid)), ())
         self.assertEqual(self.files(), {"new": [mid], "cur": []})
+
+
+    @inlineCallbacks
+    def test_one_count_for_many_asks_and_a_new_one_after_a_change(self) -> Any:
+        """Waiting requests answered by one message ask for the counts together: one query."""
+        first = self.write("one", extra="X-Tags: a\n")
+        index = yield self.started_with({})
+        queries: list[object] = []
+        real_db = index._db
+
+        def counted_db(work: Any, *args: Any) -> Any:
+            if getattr(work, "__name__", "") == "tag_counts":
+                queries.append(args)
+            return real_db(work, *args)
+
+        index._db = counted_db  # type: ignore[method-assign]
+        asked = [index.tag_counts(None) for _ in range(20)]
+        answers = []
+        for answer in asked:
+            answers.append((yield answer))
+        self.assertEqual(answers, [{"a": 1}] * 20)
+        self.assertEqual((yield index.tag_counts(None)), {"a": 1})
+        self.assertEqual(len(queries), 1)
+        yield index.set_tags([first], ["b"], None)
+        self.assertEqual((yield index.tag_counts(None)), {"b": 1})
+        self.assertEqual(len(queries), 2)

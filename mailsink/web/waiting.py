@@ -67,6 +67,10 @@ class Waiting:
         self._flush_call: IDelayedCall | None = None
         metrics.waiting.set_function(lambda: len(self._waiters))
 
+    def anyone_waiting(self) -> bool:
+        """Whether a request waits now (the index then indexes new mail at once)."""
+        return bool(self._waiters)
+
     def index_event(self, kind: str, payload: Any) -> None:
         """The index's subscriber callback: new or changed summaries wake waiters."""
         if kind not in ("new", "update") or not self._waiters:
