@@ -38,7 +38,15 @@ from twisted.python.threadpool import ThreadPool
 from mailsink.index_catchup import CatchUp
 from mailsink.index_codec import Changes, Loc, Page, Parsed, Stats
 from mailsink.index_db import IndexStore
-from mailsink.index_tags import delete_tag, rename_tag, set_tags, tag_counts
+from mailsink.index_tags import (
+    Plan,
+    delete_plan,
+    finish_plan,
+    rename_plan,
+    retag_ids,
+    set_tags,
+    tag_counts,
+)
 from mailsink.index_watch import Watcher
 from mailsink.messages import Facts, Summary
 from mailsink.tags.rules import NO_RULES, TagRules
@@ -484,20 +492,32 @@ class MessageIndex:
                 lambda changes: self._publish(changes.events))
         return self._db(self._store.select, ids, None, _frozen(mailboxes)).addCallback(chosen)
 
-    def rename_tag(self, old: str, new: str,
-                   mailboxes: Collection[str] | None) -> Deferred[bool]:
-        """Rename a tag; fires with False if no message has it."""
-        def renamed(changes: Changes | None) -> bool:
-            if changes is not None:
-                self._publish(changes.events)
-            return changes is not None
-        return self._db(rename_tag, self._store, old, new, _frozen(mailboxes)).addCallback(
-            renamed)
+    @inlineCallbacks
+    def rename_tag(self, old: str, new: str, mailboxes: Collection[str] | None) -> Any:
+        """Rename a tag (renamed in C{dovecot-keywords}, or merged into C{new}); fires
+        with False if no folder names it."""
+        plan = yield self._db(rename_plan, self._store, old, new, _frozen(mailboxes))
+        yield self._follow_plan(plan, old)
+        return bool(plan)
 
-    def delete_tag(self, tag: str, mailboxes: Collection[str] | None) -> Deferred[None]:
-        """Take C{tag} off every message."""
-        return self._db(delete_tag, self._store, tag, _frozen(mailboxes)).addCallback(
-            lambda changes: self._publish(changes.events))
+    @inlineCallbacks
+    def delete_tag(self, tag: str, mailboxes: Collection[str] | None) -> Any:
+        """Take C{tag} off every message and free its letters."""
+        plan = yield self._db(delete_plan, self._store, tag, _frozen(mailboxes))
+        yield self._follow_plan(plan, tag)
+
+    @inlineCallbacks
+    def _follow_plan(self, plan: Plan, tag: str) -> Any:
+        """Rename files (or refresh rows) C{CHUNK} at a time, so queries interleave."""
+        for mailbox, letter, target, ids in plan:
+            for at in range(0, len(ids), CHUNK):
+                changes = yield self._db(retag_ids, self._store, ids[at:at + CHUNK], letter,
+                                         target)
+                self._publish(changes.events)
+            if target is not None:
+                changes = yield self._db(finish_plan, self._store, mailbox, tag, letter,
+                                         target)
+                self._publish(changes.events)
 
     # Retention.
 

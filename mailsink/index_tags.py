@@ -45,7 +45,8 @@ from mailsink.tags.names import unique_tags
 if TYPE_CHECKING:
     from mailsink.index_db import IndexStore
 
-__all__ = ["TagLimit", "delete_tag", "file_tags", "rename_tag", "set_tags", "tag_counts"]
+__all__ = ["TagLimit", "delete_plan", "file_tags", "finish_plan", "rename_plan", "retag_ids",
+           "set_tags", "tag_counts"]
 
 log = Logger()
 
@@ -138,52 +139,88 @@ def set_tags(store: IndexStore, ids: list[str], tags: list[str]) -> Changes:
     return changes
 
 
-def rename_tag(store: IndexStore, old: str, new: str,
-               mailboxes: Collection[str] | None) -> Changes | None:
+Plan = list[tuple[str, str, str | None, list[str]]]
+"""Per folder: (mailbox, the tag's letter, what to do, the IDs carrying it): C{None} when
+its C{dovecot-keywords} line was renamed (rows to refresh), C{""} to take the letter off,
+else the letter to move the messages to."""
+
+
+def rename_plan(store: IndexStore, old: str, new: str,
+                mailboxes: Collection[str] | None) -> Plan:
     """
-    Rename C{old} to C{new} in every folder (of C{mailboxes}) that has it: the keyword file
-    line when C{new} is not there yet, else the files move to C{new}'s letter. None if no
-    folder names C{old}.
+    Start renaming C{old} to C{new} in every folder (of C{mailboxes}) naming it: its line
+    in C{dovecot-keywords} is renamed here when C{new} is not there yet (files keep their
+    letter), else the messages are to move to C{new}'s letter (the two tags merge).
     """
-    changes = Changes()
-    found = False
+    plan: Plan = []
     for mailbox in _mailboxes(store, mailboxes):
         folder = keywords(store, mailbox)
         letter = folder.letter_of(old)
         if letter is None:
             continue
-        found = True
         target = folder.letter_of(new)
+        ids = [mid for mid, _ in _carrying(store, mailbox, old)]
         if target is None or target == letter:
             folder.rename(letter, new)
-            for mid, loc in _carrying(store, mailbox, old):
-                summary = store._summary(mid)
-                if summary is not None:
-                    changes.events.append(("update", refresh_tags(store, summary, loc)))
+            plan.append((mailbox, letter, None, ids))
         else:
-            for mid, loc in _carrying(store, mailbox, old):
-                have = set(keyword_letters(loc[2])) - {letter} | {target}
-                _retag(store, mid, loc, "".join(sorted(have)), changes)
-            folder.forget(letter)
-    store.conn.commit()
-    changes.flush()
-    return changes if found else None
+            plan.append((mailbox, letter, target, ids))
+    return plan
 
 
-def delete_tag(store: IndexStore, tag: str, mailboxes: Collection[str] | None) -> Changes:
-    """Take C{tag} off every message (of C{mailboxes}) and free its letters."""
-    changes = Changes()
+def delete_plan(store: IndexStore, tag: str, mailboxes: Collection[str] | None) -> Plan:
+    """Start deleting C{tag}: the folders (of C{mailboxes}) naming it, and their carriers."""
+    plan: Plan = []
     for mailbox in _mailboxes(store, mailboxes):
-        folder = keywords(store, mailbox)
-        letter = folder.letter_of(tag)
-        if letter is None:
+        letter = keywords(store, mailbox).letter_of(tag)
+        if letter is not None:
+            plan.append((mailbox, letter, "", [mid for mid, _ in _carrying(store, mailbox, tag)]))
+    return plan
+
+
+def retag_ids(store: IndexStore, ids: list[str], letter: str, target: str | None) -> Changes:
+    """
+    One chunk of a plan: refresh the rows (C{target} None), or rename the files to carry
+    C{target} instead of C{letter} (C{""}: nothing instead).
+    """
+    changes = Changes()
+    for mid in ids:
+        loc = store._scoped_loc(mid, None)
+        if loc is None:
             continue
-        for mid, loc in _carrying(store, mailbox, tag):
-            _retag(store, mid, loc, keyword_letters(loc[2]).replace(letter, ""), changes)
-        folder.forget(letter)
+        if target is None:
+            summary = store._summary(mid)
+            if summary is not None:
+                changes.events.append(("update", refresh_tags(store, summary, loc)))
+        else:
+            _retag(store, mid, loc, _swapped(loc, letter, target), changes)
     store.conn.commit()
     changes.flush()
     return changes
+
+
+def finish_plan(store: IndexStore, mailbox: str, tag: str, letter: str,
+                target: str) -> Changes:
+    """
+    End a delete or merge in one call: messages that got the letter meanwhile (new mail)
+    move too, then the letter is freed, unless a file could not be renamed.
+    """
+    changes = Changes()
+    for mid, loc in _carrying(store, mailbox, tag):
+        _retag(store, mid, loc, _swapped(loc, letter, target), changes)
+    store.conn.commit()
+    changes.flush()
+    folder = keywords(store, mailbox)
+    if _carrying(store, mailbox, tag):
+        log.warn("some messages still carry {tag} (see above); {path} keeps its letter",
+                 tag=tag, path=folder.path)
+    elif folder.letter_of(tag) == letter:
+        folder.forget(letter)
+    return changes
+
+
+def _swapped(loc: Loc, letter: str, target: str) -> str:
+    return "".join(sorted(set(keyword_letters(loc[2])) - {letter} | set(target)))
 
 
 def tag_counts(store: IndexStore, mailboxes: Collection[str] | None) -> dict[str, int]:

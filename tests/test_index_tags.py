@@ -12,7 +12,9 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
+from mailsink import index as index_module
 from mailsink.index import MessageIndex
+from mailsink.index_tags import delete_plan
 from mailsink.tags.keywords import FILE_NAME, TagLimit, parse_keywords
 from mailsink.tags.rules import parse_rules
 from tests.test_index import IndexTestCase, fake_facts
@@ -194,3 +196,33 @@ class IndexTagTests(IndexTestCase):
         yield index.set_tags([first], ["b"], None)
         self.assertEqual((yield index.tag_counts(None)), {"b": 1})
         self.assertEqual(len(queries), 2)
+
+    @inlineCallbacks
+    def test_delete_and_merge_work_in_chunks(self) -> Any:
+        self.patch(index_module, "CHUNK", 2)
+        ids = [self.write(f"m{n}", extra="X-Tags: old, keep\n") for n in range(5)]
+        index = yield self.started_with({})
+        yield index.rename_tag("old", "older", None)  # rows refreshed two at a time
+        for mid in ids:
+            self.assertEqual((yield self.tags(index, mid)), ("keep", "older"))
+        yield index.rename_tag("older", "keep", None)
+        for mid in ids:
+            self.assertEqual((yield self.tags(index, mid)), ("keep",))
+        self.assertEqual(self.keywords(), {"b": "keep"})
+        yield index.delete_tag("keep", None)
+        self.assertEqual((yield index.tag_counts(None)), {})
+        self.assertEqual(self.keywords(), {})
+        self.assertEqual(self.files()["cur"], sorted(f"{mid}:2," for mid in ids))
+
+    @inlineCallbacks
+    def test_a_message_tagged_during_a_delete_loses_the_tag_too(self) -> Any:
+        first = self.write("first", extra="X-Tags: doomed\n")
+        index = yield self.started_with({})
+        plan = yield index._db(delete_plan, index._store, "doomed", None)
+        late = self.write("late", extra="X-Tags: doomed\n")  # arrives before the plan ends
+        yield self.tick(index)
+        self.assertEqual((yield self.tags(index, late)), ("doomed",))
+        yield index._follow_plan(plan, "doomed")
+        self.assertEqual((yield self.tags(index, first)), ())
+        self.assertEqual((yield self.tags(index, late)), ())
+        self.assertEqual(self.keywords(), {})
