@@ -1,7 +1,7 @@
 """
 The C{mailsink} console script: one argparse sub-command per task (C{passwd}, C{check},
 C{send}, C{ls}, C{show}, C{lint}), each a function taking the parsed arguments and
-returning an exit status; C{sendmail} is L{mailsink.sendmail_main}'s, with sendmail's own
+returning an exit status; C{sendmail} is L{mailsink.sendmail.main}'s, with sendmail's own
 flags and exit statuses. Errors are one line on standard error: status 2 for usage, 1 for
 failures. Passwords are never printed, echoed or taken from the command line.
 """
@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from mailsink import probe, send, sendmail_main, store_view
+from mailsink import probe, send
 from mailsink.auth.passwords import hash_bcrypt
 from mailsink.checks import command as lint_command
 from mailsink.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from mailsink.sendmail import main as sendmail_main
+from mailsink.store import view as store_view
 
 
 class UsageError(Exception):
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_store_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
-    """C{ls} and C{show}: the store from a terminal (see L{mailsink.store_view})."""
+    """C{ls} and C{show}: the store from a terminal (see L{mailsink.store.view})."""
     ls = commands.add_parser(
         "ls", help="list the captured messages, newest first",
         description="List the messages in the Maildir, newest first: ID (as the web view "

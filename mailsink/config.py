@@ -17,8 +17,8 @@ from typing import Any
 import attrs
 
 from mailsink import values
-from mailsink.mailboxes import MailboxRule, check_name, compile_recipients
-from mailsink.tags.rules import NO_RULES, RuleError, TagRules, parse_rules
+from mailsink.index.tag_rules import NO_RULES, RuleError, TagRules, parse_rules
+from mailsink.store.mailboxes import MailboxRule, check_name, compile_recipients
 
 LISTENER_PROTOCOLS = ("smtp", "pop3", "imap", "web")
 TLS_MODES = ("none", "starttls", "starttls-required", "implicit")

@@ -5,7 +5,7 @@ L{IMailboxDelivery} avatar that SMTP delivers through, and decides where its mai
 With C{isolation = user}, an authenticated user's mail goes to a Maildir of its own under
 the shared one (C{maildir/<user>/}); the folder name is derived so that no user name can
 reach outside it or collide with C{cur/ new/ tmp/} or a Maildir++ C{.folder}. Other mail
-goes where the C{[mailbox:NAME]} rules send it (L{mailsink.recipient_delivery}).
+goes where the C{[mailbox:NAME]} rules send it (L{mailsink.store.recipient_delivery}).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mailsink.config import ConfigError
-from mailsink.delivery import IMailboxDelivery, MaildirDelivery
-from mailsink.mailboxes import MailboxRule, visible
-from mailsink.maildir import Maildir
-from mailsink.recipient_delivery import RoutedDelivery
+from mailsink.store.delivery import IMailboxDelivery, MaildirDelivery
+from mailsink.store.mailboxes import MailboxRule, visible
+from mailsink.store.maildir import Maildir
+from mailsink.store.recipient_delivery import RoutedDelivery
 
 _SAFE = re.compile(r"[A-Za-z0-9_@+=,-][A-Za-z0-9._@+=,-]*")
 _RESERVED = frozenset({"cur", "new", "tmp"})

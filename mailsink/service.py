@@ -27,7 +27,6 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
-from mailsink import mime
 from mailsink.auth.accept_any import AcceptAnyChecker
 from mailsink.auth.any_of import AnyOfChecker
 from mailsink.auth.environment import EnvironmentChecker
@@ -37,8 +36,8 @@ from mailsink.chaos import Chaos
 from mailsink.checks.link_check import LinkChecker
 from mailsink.checks.spamc import Spamd
 from mailsink.config import Config, ConfigError, Listener
-from mailsink.index import MessageIndex
-from mailsink.maildir import Maildir
+from mailsink.index.message_index import MessageIndex
+from mailsink.message import mime
 from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
 from mailsink.relay.pool import RelayService
@@ -48,6 +47,7 @@ from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
+from mailsink.store.maildir import Maildir
 from mailsink.threads import ThreadPoolService
 from mailsink.tls import GENERATED_CERT_NAME, load_or_generate_certificate, server_context_factory
 from mailsink.web.access import Access

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 from mailsink.checks.findings import Finding
 from mailsink.checks.lint import lint
-from mailsink.delivery import Envelope, trace_headers
+from mailsink.store.delivery import Envelope, trace_headers
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 64

@@ -22,12 +22,12 @@ from twisted.trial.unittest import TestCase
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.chaos import KINDS, Chaos, Trigger, parse_triggers, reply_text
-from mailsink.maildir import Maildir
 from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
 from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
+from mailsink.store.maildir import Maildir
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
 from mailsink.web.events import EventHub

@@ -13,7 +13,7 @@ import textwrap
 
 from twisted.trial.unittest import TestCase
 
-from mailsink import store_view
+from mailsink.store import view as store_view
 
 MAILSINK = os.path.join(os.path.dirname(sys.executable), "mailsink")
 
@@ -80,7 +80,7 @@ class StoreCommandTests(TestCase):
         self.assertEqual(result.returncode, 1)
 
     def test_ids_match_the_index(self) -> None:
-        """The same IDs as the web view and API (mailsink.index_codec.message_id)."""
+        """The same IDs as the web view and API (mailsink.index.codec.message_id)."""
         odd = "1700000009.M9P1Q9.host with space"
         self.write("", "new", odd, _message("d@example.com", "odd name"))
         listed = {item.subject: item.id for item in store_view.listing(self.root)}

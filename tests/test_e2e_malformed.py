@@ -23,7 +23,7 @@ from odd_messages import SAMPLES
 from twisted.trial.unittest import TestCase
 
 from mailsink.imap.message import crlf
-from mailsink.index_codec import message_id
+from mailsink.index.codec import message_id
 from mailsink.pop3.mailbox import to_wire
 
 CLIENT_TIMEOUT = 10.0

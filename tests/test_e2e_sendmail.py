@@ -25,7 +25,7 @@ from daemon import POLL_INTERVAL, Daemon, SharedDaemon, daemon_environment, free
 
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "mailsink-sendmail")
 SENDMAIL = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m",
-                                                      "mailsink.sendmail_main"]
+                                                      "mailsink.sendmail.main"]
 """The console script as installed (an editable checkout not reinstalled: the module)."""
 MAILSINK = os.path.join(os.path.dirname(sys.executable), "mailsink")
 USER = pwd.getpwuid(os.getuid()).pw_name

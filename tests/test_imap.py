@@ -24,10 +24,11 @@ from zope.interface import implementer
 
 from mailsink.imap import changes, uids
 from mailsink.imap.mailbox import inline
-from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
+from mailsink.imap.protocol import SinkIMAP4Server
 from mailsink.imap.service import register_reader
-from mailsink.maildir import Maildir
+from mailsink.imap.settings import IMAPSettings
 from mailsink.realm import build_portal
+from mailsink.store.maildir import Maildir
 
 MESSAGE = (b"From: Alice <alice@example.com>\nTo: bob@example.com\nSubject: hello %d\n"
            b"Date: Mon, 23 Nov 2026 10:00:00 +0000\n\nbody %d text\n")

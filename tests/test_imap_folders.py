@@ -10,7 +10,7 @@ from twisted.mail import imap4
 from twisted.trial.unittest import TestCase
 
 from mailsink.imap.mailbox import MaildirAccount, inline
-from mailsink.maildir import Maildir
+from mailsink.store.maildir import Maildir
 
 
 class FolderTests(TestCase):

@@ -21,9 +21,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from mailsink import index as index_module
-from mailsink.index import MessageIndex
-from mailsink.index_codec import (
+from mailsink.index import message_index as index_module
+from mailsink.index.codec import (
     Parsed,
     facts_from_json,
     facts_to_json,
@@ -32,15 +31,16 @@ from mailsink.index_codec import (
     received_at,
     split_name,
 )
-from mailsink.index_db import IndexStore
-from mailsink.maildir import Maildir
-from mailsink.messages import Address, Facts, Transport
+from mailsink.index.db import IndexStore
+from mailsink.index.message_index import MessageIndex
+from mailsink.message.shapes import Address, Facts, Transport
+from mailsink.store.maildir import Maildir
 
 BASE = 1_700_000_000
 
 
 def fake_facts(data: bytes) -> Facts:
-    """A small stand-in for mailsink.mime.facts: Subject, From, To, X-Tags."""
+    """A small stand-in for mailsink.message.mime.facts: Subject, From, To, X-Tags."""
     headers = BytesHeaderParser().parsebytes(data)
     name, address = parseaddr(str(headers.get("From", "")))
     return Facts(
@@ -261,7 +261,7 @@ class BuildTests(IndexTestCase):
 
     @inlineCallbacks
     def test_real_mime_parser(self) -> Any:
-        from mailsink import mime
+        from mailsink.message import mime
         mid = self.write("Réunion", extra="X-Tags: alpha, beta\nContent-Type: text/plain\n")
         index = yield self.started(facts_of=mime.facts)
         summary = yield index.get(mid, None)

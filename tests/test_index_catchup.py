@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailsink.index_catchup import CatchUp
+from mailsink.index.catchup import CatchUp
 
 ONE = ("", "new", "1.M1P1Q1.host")
 TWO = ("", "new", "2.M2P1Q2.host")

@@ -12,11 +12,11 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 
-from mailsink import index as index_module
-from mailsink.index import MessageIndex
-from mailsink.index_tags import delete_plan
+from mailsink.index import message_index as index_module
+from mailsink.index.message_index import MessageIndex
+from mailsink.index.tag_rules import parse_rules
+from mailsink.index.tags import delete_plan
 from mailsink.tags.keywords import FILE_NAME, TagLimit, parse_keywords
-from mailsink.tags.rules import parse_rules
 from tests.test_index import IndexTestCase, fake_facts
 
 

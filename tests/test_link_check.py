@@ -21,7 +21,6 @@ from twisted.web.client import ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from mailsink import mime
 from mailsink.checks.link_check import (
     LINK_TIMEOUT,
     LinkChecker,
@@ -30,6 +29,7 @@ from mailsink.checks.link_check import (
     failure_status,
 )
 from mailsink.checks.links import MAX_LINKS, html_links, message_links, text_links
+from mailsink.message import mime
 
 # Mailpit's own link detection samples (internal/linkcheck), with what it finds in them.
 MAILPIT_HTML = """

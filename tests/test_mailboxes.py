@@ -1,5 +1,5 @@
 """
-Tests for mailsink.mailboxes and the C{[mailbox:NAME]} sections of mailsink.config: names,
+Tests for mailsink.store.mailboxes and the C{[mailbox:NAME]} sections of mailsink.config: names,
 recipient rules, routing and who sees which mailbox (issue 13 section 2).
 """
 
@@ -8,7 +8,7 @@ import textwrap
 from twisted.trial.unittest import TestCase
 
 from mailsink.config import ConfigError, parse_config
-from mailsink.mailboxes import (
+from mailsink.store.mailboxes import (
     MailboxRule,
     check_name,
     compile_recipients,

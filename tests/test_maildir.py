@@ -16,8 +16,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
-from mailsink import maildir as maildir_module
-from mailsink.maildir import FLUSH_THRESHOLD, PAUSE_THRESHOLD, Maildir, StoreError
+from mailsink.store import maildir as maildir_module
+from mailsink.store.maildir import FLUSH_THRESHOLD, PAUSE_THRESHOLD, Maildir, StoreError
 
 
 class RecordingProducer:

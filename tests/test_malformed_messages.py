@@ -22,11 +22,12 @@ from test_imap import IMAPTestCase
 from twisted.mail import imap4
 from twisted.trial.unittest import TestCase
 
-from mailsink import mime, store_view
 from mailsink.imap import parts
 from mailsink.imap.message import crlf, render_items
 from mailsink.imap.search import header_texts, sent_day
+from mailsink.message import mime
 from mailsink.pop3.mailbox import dot_stuff, to_wire, top_of
+from mailsink.store import view as store_view
 
 ARRIVED = calendar.timegm((2020, 5, 17, 12, 0, 0))
 """When the odd messages arrived (their files' modification time)."""

@@ -1,4 +1,7 @@
-"""Tests for mailsink.mime (and mailsink.trace): facts, views and parts of stored messages."""
+"""
+Tests for mailsink.message.mime (and mailsink.message.trace): facts, views and parts of
+stored messages.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from mailsink import mime
-from mailsink.delivery import Envelope, trace_headers
-from mailsink.messages import Address, Facts, MessageView, Part, Transport
+from mailsink.message import mime
+from mailsink.message.shapes import Address, Facts, MessageView, Part, Transport
+from mailsink.store.delivery import Envelope, trace_headers
 
 FIXED = settings(derandomize=True, database=None, max_examples=300, deadline=None)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

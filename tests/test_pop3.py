@@ -20,7 +20,6 @@ from zope.interface import directlyProvides
 from mailsink.auth.accept_any import AcceptAnyChecker
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.throttle import FailureThrottle
-from mailsink.maildir import Maildir
 from mailsink.pop3.factory import POP3Factory
 from mailsink.pop3.mailbox import (
     MaildirMailbox,
@@ -31,6 +30,7 @@ from mailsink.pop3.mailbox import (
 )
 from mailsink.pop3.protocol import MAX_LINE, POP3Settings
 from mailsink.realm import build_portal
+from mailsink.store.maildir import Maildir
 
 USERS = "alice:alice-secret bob:bob-secret"
 

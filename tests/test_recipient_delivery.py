@@ -1,5 +1,5 @@
 """
-Tests for mailsink.recipient_delivery: messages stored by the [mailbox:NAME] recipient
+Tests for mailsink.store.recipient_delivery: messages stored by the [mailbox:NAME] recipient
 rules, once per matching mailbox (hard links), or in the shared Maildir.
 
 The store runs its disk work inline (C{maybeDeferred}), on real temporary folders.
@@ -13,11 +13,11 @@ from unittest import mock
 from twisted.internet.defer import maybeDeferred
 from twisted.trial.unittest import TestCase
 
-from mailsink.delivery import Envelope
-from mailsink.mailboxes import MailboxRule, compile_recipients
-from mailsink.maildir import Maildir, StoreError
 from mailsink.realm import MailboxRealm
-from mailsink.recipient_delivery import copy_name
+from mailsink.store.delivery import Envelope
+from mailsink.store.mailboxes import MailboxRule, compile_recipients
+from mailsink.store.maildir import Maildir, StoreError
+from mailsink.store.recipient_delivery import copy_name
 
 RULES = (MailboxRule("shop", compile_recipients(r"@shop\.example$")),
          MailboxRule("ops", compile_recipients(r"^ops@")))

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from mailsink import search
-from mailsink.index_codec import SEARCH_COLUMNS, search_row, search_values
-from mailsink.messages import Address, Facts, Summary
-from mailsink.search import Flag, Not, Query, Received, Size, Text, parse, to_sql, where
+from mailsink.index.codec import SEARCH_COLUMNS, search_row, search_values
+from mailsink.message import search
+from mailsink.message.search import Flag, Not, Query, Received, Size, Text, parse, to_sql, where
+from mailsink.message.shapes import Address, Facts, Summary
 
 
 def day(text: str) -> float:

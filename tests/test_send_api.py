@@ -20,8 +20,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from mailsink.maildir import Maildir
 from mailsink.metrics import Metrics
+from mailsink.store.maildir import Maildir
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
 from mailsink.web.compose import SendError, compose

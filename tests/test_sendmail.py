@@ -12,9 +12,18 @@ import socket
 
 from twisted.trial.unittest import TestCase
 
-from mailsink import mime, sendmail_main
 from mailsink.config import parse_config
-from mailsink.sendmail import (
+from mailsink.message import mime
+from mailsink.sendmail import main as sendmail_main
+from mailsink.sendmail.deliver import (
+    EX_TEMPFAIL,
+    Target,
+    deliver,
+    endpoint_address,
+    listener_target,
+    override_target,
+)
+from mailsink.sendmail.prepare import (
     Identity,
     Options,
     UsageError,
@@ -23,15 +32,7 @@ from mailsink.sendmail import (
     prepare,
     read_message,
 )
-from mailsink.sendmail_deliver import (
-    EX_TEMPFAIL,
-    Target,
-    deliver,
-    endpoint_address,
-    listener_target,
-    override_target,
-)
-from mailsink.sendmail_stdio import converse
+from mailsink.sendmail.stdio import converse
 
 NOW = datetime.datetime(2026, 3, 1, 12, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
 ALICE = Identity(user="alice", uid=1000, hostname="devbox.example", gecos_name="Alice Liddell")

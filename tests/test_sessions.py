@@ -33,8 +33,7 @@ from twisted.trial.unittest import TestCase
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.throttle import MAX_DELAY, FailureThrottle
 from mailsink.chaos import Chaos
-from mailsink.index_codec import message_id
-from mailsink.maildir import Maildir
+from mailsink.index.codec import message_id
 from mailsink.realm import build_portal
 from mailsink.sessions import store as store_module
 from mailsink.sessions.diagnosis import (
@@ -58,6 +57,7 @@ from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings, transcript_line
+from mailsink.store.maildir import Maildir
 from mailsink.web.events import EventHub
 from tests.test_smtp_auth import TLSTransport
 

@@ -29,11 +29,11 @@ from mailsink.auth.accept_any import AcceptAnyChecker
 from mailsink.auth.any_of import AnyOfChecker
 from mailsink.auth.environment import EnvironmentChecker
 from mailsink.auth.throttle import FIRST_DELAY, MAX_DELAY, FailureThrottle
-from mailsink.maildir import Maildir
 from mailsink.realm import build_portal, mailbox_folder
 from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
+from mailsink.store.maildir import Maildir
 
 
 def b64(data: bytes) -> bytes:
@@ -439,7 +439,7 @@ class UserNameTests(AuthTestCase):
                           "control characters"])
 
     def test_trace_headers_escape_control_characters(self) -> None:
-        from mailsink.delivery import Envelope, trace_headers
+        from mailsink.store.delivery import Envelope, trace_headers
         headers = trace_headers(Envelope("a@b\nX: 1", ("c@d\r\nY: 2",), "helo\rZ: 3",
                                          "127.0.0.1", "ESMTPA", user="u\nW: 4"), "h", "1.M1.h")
         self.assertEqual([line for line in headers.split(b"\n")

@@ -21,11 +21,11 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface import directlyProvides, implementer
 
-from mailsink import maildir as maildir_module
-from mailsink.maildir import Maildir
 from mailsink.realm import build_portal
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
+from mailsink.store import maildir as maildir_module
+from mailsink.store.maildir import Maildir
 
 
 @implementer(ITLSTransport)

@@ -23,12 +23,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 from twisted.trial.unittest import TestCase
 
-from mailsink.maildir import Maildir
 from mailsink.realm import build_portal
 from mailsink.sessions.diagnosis import SILENCE_TIMEOUT, ListenerHints
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
+from mailsink.store.maildir import Maildir
 from mailsink.tls import load_or_generate_certificate, server_context_factory
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -12,9 +12,10 @@ import threading
 
 from twisted.trial.unittest import TestCase
 
-from mailsink import mime
 from mailsink.config import ConfigError, parse_config
-from mailsink.messages import Address, Facts, Summary
+from mailsink.index.tag_rules import RuleError, parse_rules
+from mailsink.message import mime
+from mailsink.message.shapes import Address, Facts, Summary
 from mailsink.tags.keywords import (
     FILE_NAME,
     KeywordFile,
@@ -26,7 +27,6 @@ from mailsink.tags.keywords import (
     with_keyword_letters,
 )
 from mailsink.tags.names import clean_tag, is_imap_atom, parse_x_tags, unique_tags
-from mailsink.tags.rules import RuleError, parse_rules
 
 
 class NameTests(TestCase):

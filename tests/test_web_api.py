@@ -2,7 +2,7 @@
 The web API's routes driven in memory with treq's StubTreq (no socket): shapes, errors,
 read state, deletion, `latest`, access rules, safety headers, and the OpenAPI document
 checked against the routes. The index is a small synchronous fake; the messages are real
-files parsed by mailsink.mime.
+files parsed by mailsink.message.mime.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from mailsink import mime
 from mailsink.auth.environment import EnvironmentChecker
-from mailsink.index import Page, Stats
-from mailsink.messages import Summary
+from mailsink.index.message_index import Page, Stats
+from mailsink.message import mime
+from mailsink.message.shapes import Summary
 from mailsink.metrics import Metrics
 from mailsink.web.access import Access
 from mailsink.web.app import OPENAPI, WebApp

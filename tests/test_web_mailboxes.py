@@ -12,7 +12,7 @@ from test_web_api import FakeIndex, WebTestCase, message_bytes
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 
-from mailsink.mailboxes import MailboxRule, compile_recipients
+from mailsink.store.mailboxes import MailboxRule, compile_recipients
 from mailsink.web.access import Access
 from mailsink.web.app import WebApp
 

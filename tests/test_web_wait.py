@@ -21,8 +21,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from mailsink.index_codec import Page
-from mailsink.messages import Facts, Summary
+from mailsink.index.codec import Page
+from mailsink.message.shapes import Facts, Summary
 from mailsink.metrics import Metrics
 from mailsink.web.app import WebApp
 from mailsink.web.waiting import Question, Waiting

@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
 from mailsink.config import ConfigError
-from mailsink.messages import Address, Facts, Summary
+from mailsink.message.shapes import Address, Facts, Summary
 from mailsink.web import webhook as module
 from mailsink.web.webhook import Webhook, check_url
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailsink import mime
 from mailsink.checks import caniemail
 from mailsink.checks.html_document import read_document
 from mailsink.checks.html_features import FEATURES, css_usage
+from mailsink.message import mime
 
 _SCRIPT = {
     "Slug": "html-script", "Title": "<script> element", "Category": "html",

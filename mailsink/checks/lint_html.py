@@ -16,11 +16,11 @@ from urllib.parse import unquote
 
 import attrs
 
-from mailsink import mime
 from mailsink.checks.findings import Finding, Severity, shown
 from mailsink.checks.source import Source
 from mailsink.checks.structure import Entity, leaves, place
-from mailsink.mime_text import decode_text, transfer_decode
+from mailsink.message import mime
+from mailsink.message.mime_text import decode_text, transfer_decode
 
 _IMG = re.compile(rb"<img\b")
 _ALT = re.compile(rb"""\salt\s*(?:=|/|>|\s)""")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from mailsink.checks.findings import Finding, Severity, shown
 from mailsink.checks.source import Source
 from mailsink.checks.structure import BODY, Delimiters, Entity, entities, leaves, place
-from mailsink.mime_text import header_text, transfer_decode
+from mailsink.message.mime_text import header_text, transfer_decode
 
 _ENCODINGS = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
 _WHITE_SPACE = b" \t\r\n"
@@ -175,7 +175,10 @@ def attachment_without_filename(source: Source) -> Iterator[Finding]:
 
 
 def _is_attachment(leaf: Entity) -> bool:
-    """An attachment as the web view lists it (L{mailsink.mime}), forwarded messages aside."""
+    """
+    An attachment as the web view lists it (L{mailsink.message.mime}), forwarded messages
+    aside.
+    """
     if leaf.disposition == "attachment":
         return True
     return not (leaf.content_id or leaf.content_type.startswith(("text/", "message/"))

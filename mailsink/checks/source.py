@@ -16,9 +16,9 @@ import re
 
 import attrs
 
-from mailsink import trace
 from mailsink.checks.structure import Entity, header_fields, parse
-from mailsink.mime_cut import header_end
+from mailsink.message import trace
+from mailsink.message.mime_cut import header_end
 
 MAX_PLACES = 1000
 """Occurrences (bare LFs and CRs, long lines) whose place is looked up: enough to name each

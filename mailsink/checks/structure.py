@@ -1,10 +1,10 @@
 """
 A message's header fields and MIME parts with their places in the bytes, defects included.
 
-L{mailsink.mime} reads a message as a tolerant client shows it and hides what is wrong;
+L{mailsink.message.mime} reads a message as a tolerant client shows it and hides what is wrong;
 lint needs the defects (a multipart without a boundary, one that never closes) and where
 each header field and part lies in the bytes, to say which one a long line or a bare CR is
-in. The data has LF line ends. The tree is cut by L{mailsink.mime_cut}, as for the web view
+in. The data has LF line ends. The tree is cut by L{mailsink.message.mime_cut}, as for the web view
 and IMAP, within the web view's bounds: multiparts nest at most L{mime.MAX_DEPTH} deep, at
 most L{mime.MAX_PARTS} parts are read, header blocks are given to C{email} up to
 L{mime.MAX_HEADER_BYTES}; a C{message/rfc822} part is one part, not opened.
@@ -24,9 +24,9 @@ from email import policy
 from email.message import Message
 from email.parser import BytesHeaderParser
 
-from mailsink import mime, trace
-from mailsink.mime_cut import Budget, boundary, header_end, media_type, split, tame
-from mailsink.mime_text import header_text, unfold
+from mailsink.message import mime, trace
+from mailsink.message.mime_cut import Budget, boundary, header_end, media_type, split, tame
+from mailsink.message.mime_text import header_text, unfold
 
 BODY = "body"
 """The name findings give the top-level body."""

@@ -27,7 +27,7 @@ from mailsink.imap.mailbox import MaildirMailbox
 from mailsink.imap.message import MaildirMessage
 
 if TYPE_CHECKING:
-    from mailsink.imap.protocol import IMAPSettings
+    from mailsink.imap.settings import IMAPSettings
 
 log = Logger()
 

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from mailsink.auth.throttle import FailureThrottle
 
 if TYPE_CHECKING:
-    from mailsink.imap.protocol import IMAPSettings
+    from mailsink.imap.settings import IMAPSettings
 
 log = Logger()
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import email.utils
 import io
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -23,9 +23,7 @@ from mailsink.imap.entries import Entry, Moves, find_file, moves_in
 from mailsink.imap.flags import flags_of
 from mailsink.imap.items import Item, content_item
 from mailsink.imap.parts import opaque, tree
-
-if TYPE_CHECKING:
-    from mailsink.imap.mailbox import MaildirMailbox
+from mailsink.imap.uids import UidMap
 
 log = Logger()
 
@@ -101,11 +99,30 @@ def _load(path: str, sub: str, name: str, base: str, entries: dict[int, Entry],
     return where, moves_in(entries, scanned), len(data), render_items(parts, data), stamp
 
 
+class Home(Protocol):
+    """
+    What a message asks of the session's mailbox it belongs to
+    (L{mailsink.imap.mailbox.MaildirMailbox} is one; the mailbox imports this module, so
+    this module names only what it needs).
+    """
+
+    path: str
+    uid_map: UidMap
+    entries: dict[int, Entry]
+    run: Callable[..., Deferred[Any]]
+
+    def moved(self, moves: Moves) -> None: ...
+
+    def locate(self, entry: Entry) -> str | None: ...
+
+    def keywords(self) -> dict[str, str]: ...
+
+
 @implementer(imap4.IMessageFile)
 class MaildirMessage:
     """One message file of a session's mailbox, as FETCH (L{mailsink.imap.fetch}) asks."""
 
-    def __init__(self, mailbox: MaildirMailbox, entry: Entry) -> None:
+    def __init__(self, mailbox: Home, entry: Entry) -> None:
         self._mailbox = mailbox
         self.entry = entry
 

@@ -6,7 +6,7 @@ C{Content-Type} parameters ENVELOPE and BODYSTRUCTURE are made of.
 Built for any bytes at all, without an exception and within bounds: multiparts and
 encapsulated messages nest at most L{MAX_DEPTH} deep, a message has at most L{MAX_PARTS}
 parts (later ones are left out), header fields are read from the first L{MAX_HEADER_BYTES}
-of each header block (L{mailsink.mime_cut} cuts the tree, as it does for the web view).
+of each header block (L{mailsink.message.mime_cut} cuts the tree, as it does for the web view).
 What cannot be cut is one part: a multipart without a boundary or without any delimiter
 line is C{text/plain} (as Dovecot shows it), and one nested too deep is opaque, as is an
 encapsulated message too deep.
@@ -20,7 +20,14 @@ from collections.abc import Iterable, Sequence
 from email import policy
 from email.message import Message
 
-from mailsink.mime_cut import MAX_PARAMETERS, Budget, boundary, header_end, media_type, split
+from mailsink.message.mime_cut import (
+    MAX_PARAMETERS,
+    Budget,
+    boundary,
+    header_end,
+    media_type,
+    split,
+)
 
 MAX_DEPTH = 30
 MAX_PARTS = 1000

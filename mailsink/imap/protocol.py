@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.mail import imap4
@@ -25,6 +24,7 @@ from mailsink.imap.fetch import IMAPFetch
 from mailsink.imap.login import IMAPLogin, ThrottledPortal
 from mailsink.imap.mailbox import MaildirMailbox
 from mailsink.imap.search import copy_query, needle, sent_day
+from mailsink.imap.settings import IMAPSettings
 from mailsink.imap.updates import IMAPUpdates
 from mailsink.tags.keywords import TagLimit
 
@@ -32,17 +32,6 @@ log = Logger()
 
 MAX_LINE = 65536
 """Longest command line accepted (long UID sets need room)."""
-
-
-@attrs.frozen
-class IMAPSettings:
-    """What one [imap] listener is told."""
-
-    hostname: str
-    listener: str
-    tls_mode: str
-    allow_insecure: bool
-    max_message_size: int
 
 
 class SinkIMAP4Server(IMAPLogin, IMAPFetch, IMAPUpdates):

@@ -21,8 +21,8 @@ from mailsink.imap.flags import flags_of
 from mailsink.imap.message import crlf
 from mailsink.imap.parts import MAX_HEADER_BYTES, Field, header_fields, value
 from mailsink.imap.uids import UidMap
-from mailsink.mime_cut import header_end
-from mailsink.mime_text import decode_words, header_text
+from mailsink.message.mime_cut import header_end
+from mailsink.message.mime_text import decode_words, header_text
 from mailsink.tags.keywords import keyword_file
 
 Match = Callable[[int, Any, int, int], bool]

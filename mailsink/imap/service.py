@@ -17,7 +17,8 @@ from mailsink.auth.throttle import FailureThrottle
 from mailsink.capped import MAX_CONNECTIONS, CappedFactory
 from mailsink.config import Config, Listener
 from mailsink.imap.mailbox import MaildirAccount, Run, inline
-from mailsink.imap.protocol import IMAPSettings, SinkIMAP4Server
+from mailsink.imap.protocol import SinkIMAP4Server
+from mailsink.imap.settings import IMAPSettings
 from mailsink.threads import ThreadPoolService
 
 WORKER_THREADS = 4

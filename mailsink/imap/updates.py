@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from mailsink.imap.mailbox import MaildirMailbox
 
 if TYPE_CHECKING:
-    from mailsink.imap.protocol import IMAPSettings
+    from mailsink.imap.settings import IMAPSettings
 
 log = Logger()
 

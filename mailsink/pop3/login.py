@@ -23,7 +23,7 @@ from twisted.mail.pop3 import IMailbox
 from twisted.python.failure import Failure
 
 from mailsink.auth.sasl import Plain, SASLError
-from mailsink.mailboxes import split_login
+from mailsink.store.mailboxes import split_login
 
 log = Logger()
 

@@ -4,7 +4,7 @@ What may be relayed where, and what a released copy looks like.
 Pure functions: the recipient rules of C{[relay]} (C{allowed_recipients},
 C{blocked_recipients}, C{auto_relay_match}) and the header surgery of a release. A
 released copy drops the sink's own trace headers (C{Return-Path}, the C{Delivered-To}
-block and mailsink's own C{Received}, as written by L{mailsink.delivery.trace_headers})
+block and mailsink's own C{Received}, as written by L{mailsink.store.delivery.trace_headers})
 and any C{Bcc}; the stored original is never changed.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from mailsink import trace
+from mailsink.message import trace
 
 
 @attrs.frozen

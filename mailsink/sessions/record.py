@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from mailsink.messages import rfc3339
+from mailsink.message.shapes import rfc3339
 
 HEAD_LINES = 150
 TAIL_LINES = 50

@@ -25,8 +25,8 @@ from twisted.python.failure import Failure
 from mailsink.auth.sasl import Challenge, Mechanism, SASLError, mechanism_names, start_mechanism
 from mailsink.auth.throttle import FailureThrottle
 from mailsink.chaos import reply_text
-from mailsink.delivery import IMailboxDelivery
 from mailsink.smtp.commands import Reply
+from mailsink.store.delivery import IMailboxDelivery
 
 log = Logger()
 

@@ -31,9 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsink.chaos import Chaos
-from mailsink.delivery import DeliveryRefused, Envelope, IMailboxDelivery
-from mailsink.index_codec import message_id
-from mailsink.maildir import IncomingMessage
+from mailsink.index.codec import message_id
 from mailsink.metrics import Metrics
 from mailsink.pipelining import PipelinedInput
 from mailsink.sessions.diagnosis import ListenerHints, diagnose, tls_on_plaintext_port
@@ -42,6 +40,8 @@ from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
 from mailsink.smtp.body import MAX_LINE, DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
 from mailsink.smtp.diagnostics import looks_like_tls_client_hello, warn
+from mailsink.store.delivery import DeliveryRefused, Envelope, IMailboxDelivery
+from mailsink.store.maildir import IncomingMessage
 from mailsink.tls import openssl_reason
 
 log = Logger()

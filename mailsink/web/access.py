@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from mailsink.mailboxes import MailboxRule, visible
 from mailsink.realm import mailbox_folder
+from mailsink.store.mailboxes import MailboxRule, visible
 
 log = Logger()
 

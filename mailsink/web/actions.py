@@ -15,12 +15,12 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
-from mailsink import index_codec
 from mailsink.chaos import Chaos
-from mailsink.delivery import Envelope, trace_headers
-from mailsink.maildir import StoreError
+from mailsink.index import codec as index_codec
 from mailsink.relay.pool import RelayService
 from mailsink.sentences import Diagnosis
+from mailsink.store.delivery import Envelope, trace_headers
+from mailsink.store.maildir import StoreError
 from mailsink.web.access import Viewer
 from mailsink.web.compose import Composed, SendError, compose
 from mailsink.web.requests import BadRequest, json_body

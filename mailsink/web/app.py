@@ -19,8 +19,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.websocket import WebSocketResource
 
-from mailsink import __version__, mime
-from mailsink.messages import MessageView
+from mailsink import __version__
+from mailsink.message import mime
+from mailsink.message.shapes import MessageView
 from mailsink.web.access import Viewer
 from mailsink.web.actions import ActionRoutes
 from mailsink.web.checks import CheckRoutes

@@ -15,10 +15,10 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
-from mailsink import mime
 from mailsink.checks.html_check import html_check
 from mailsink.checks.links import message_links
 from mailsink.checks.lint import lint
+from mailsink.message import mime
 from mailsink.web.access import Viewer
 from mailsink.web.requests import BadRequest
 from mailsink.web.routing import Routes, app, for_viewer

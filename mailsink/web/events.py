@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from mailsink.messages import Summary
+from mailsink.message.shapes import Summary
 from mailsink.realm import mailbox_folder
 from mailsink.sessions.record import Session
 

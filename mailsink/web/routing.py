@@ -18,16 +18,16 @@ from klein import Klein
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.web.iweb import IRequest
 
-from mailsink import mime
 from mailsink.chaos import Chaos
 from mailsink.checks.link_check import LinkChecker
 from mailsink.checks.spamc import Spamd
-from mailsink.index_codec import Page
-from mailsink.maildir import Maildir
-from mailsink.messages import Summary
+from mailsink.index.codec import Page
+from mailsink.message import mime
+from mailsink.message.shapes import Summary
 from mailsink.metrics import Metrics
 from mailsink.relay.pool import RelayService
 from mailsink.sessions.store import SessionLog, no_sessions
+from mailsink.store.maildir import Maildir
 from mailsink.threads import RunBlocking
 from mailsink.web.access import Access, Viewer
 from mailsink.web.events import EventHub

@@ -3,7 +3,7 @@ Mailpit's tag routes: C{GET /api/v1/tags} (every tag the viewer's messages carry
 C{PUT /api/v1/tags} (C{{"IDs": [...], "Tags": [...]}}: set those messages' tags exactly; an
 empty or absent C{Tags} clears), C{PUT /api/v1/tags/{Tag}} (C{{"Name": new}}: rename) and
 C{DELETE /api/v1/tags/{Tag}} (take it off every message). Tags are kept as Maildir keywords
-(L{mailsink.index_tags}); a folder's 27th tag is refused with a 400 that says so.
+(L{mailsink.index.tags}); a folder's 27th tag is refused with a 400 that says so.
 """
 
 from __future__ import annotations

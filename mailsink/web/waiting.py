@@ -3,7 +3,7 @@ Waiting for mail: API requests with C{?wait=SECONDS} held until enough messages 
 
 A waiting request costs a Deferred and one timer, no thread and no polling: the index's
 C{new} and C{update} events wake it. Events are gathered for one reactor turn; a waiter
-that may see a message of the batch and whose query matches it (L{mailsink.search.matches},
+that may see a message of the batch and whose query matches it (L{mailsink.message.search.matches},
 in memory) asks the index again, and waiters asking the same question share one query. A
 waiter is answered once the index counts C{count} matches, or when its time is up with what
 the index says then (the usual page, empty or short); a client that leaves first releases
@@ -21,10 +21,10 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
-from mailsink.index_codec import Page, search_row
-from mailsink.messages import Summary
+from mailsink.index.codec import Page, search_row
+from mailsink.message.search import Query, matches, parse
+from mailsink.message.shapes import Summary
 from mailsink.metrics import Metrics
-from mailsink.search import Query, matches, parse
 
 
 @attrs.frozen

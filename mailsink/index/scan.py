@@ -17,7 +17,7 @@ import time
 
 import attrs
 
-from mailsink.index_codec import SUBDIRS, Loc
+from mailsink.index.codec import SUBDIRS, Loc
 
 RACE_SECONDS = 2.0
 """How long after a directory (or new file) changed it is still looked at again."""

@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from mailsink.messages import Address, Facts, Summary, Transport
-from mailsink.search import TAG_SEPARATOR
+from mailsink.message.search import TAG_SEPARATOR
+from mailsink.message.shapes import Address, Facts, Summary, Transport
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 _MAILSINK_NAME = re.compile(r"(\d{1,12})\.M(\d{1,6})P")
@@ -149,7 +149,7 @@ def _addresses_lc(addresses: tuple[Address, ...]) -> str:
 
 SEARCH_COLUMNS = ("subject_lc", "from_lc", "to_lc", "cc_lc", "bcc_lc", "replyto_lc",
                   "msgid_lc", "tags_lc", "snippet_lc")
-"""The lower-cased columns L{mailsink.search} filters on, in L{search_values} order."""
+"""The lower-cased columns L{mailsink.message.search} filters on, in L{search_values} order."""
 
 
 def search_values(facts: Facts) -> tuple[str, ...]:
@@ -171,7 +171,7 @@ def search_values(facts: Facts) -> tuple[str, ...]:
 
 
 def search_row(summary: Summary) -> dict[str, Any]:
-    """The columns of C{summary}'s row that L{mailsink.search.matches} reads."""
+    """The columns of C{summary}'s row that L{mailsink.message.search.matches} reads."""
     row: dict[str, Any] = dict(zip(SEARCH_COLUMNS, search_values(summary.facts), strict=True))
     row.update(read=summary.read, attachments=summary.facts.attachments, size=summary.size,
                created=summary.created)

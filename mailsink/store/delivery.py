@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import Interface, implementer
 
-from mailsink.maildir import IncomingMessage, Maildir
+from mailsink.store.maildir import IncomingMessage, Maildir
 
 
 @attrs.frozen

@@ -1,10 +1,11 @@
 """
 The index's SQLite database and its picture of the Maildir folders.
 
-L{IndexStore} is synchronous and not thread-safe: L{mailsink.index.MessageIndex} calls it
-from one dedicated thread only. It keeps in memory the file names of each C{new/} and
-C{cur/} (to notice outside changes by listing directories, no file reads) and the message
-and unread counts per mailbox; summaries stay in SQLite.
+L{IndexStore} is synchronous and not thread-safe:
+L{mailsink.index.message_index.MessageIndex} calls it from one dedicated thread only. It
+keeps in memory the file names of each C{new/} and C{cur/} (to notice outside changes by
+listing directories, no file reads) and the message and unread counts per mailbox;
+summaries stay in SQLite.
 
 Mutating methods fill a L{Changes}: the events to publish, and the files that still have
 to be read and parsed (outside this thread) before L{IndexStore.insert} takes them.
@@ -21,7 +22,7 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
-from mailsink.index_codec import (
+from mailsink.index.codec import (
     SEARCH_COLUMNS,
     Changes,
     Loc,
@@ -38,11 +39,11 @@ from mailsink.index_codec import (
     search_values,
     split_name,
 )
-from mailsink.index_scan import FolderWatch
-from mailsink.index_tags import file_tags, refresh_tags, tagged_on_arrival
-from mailsink.messages import Facts, Summary
-from mailsink.search import where
-from mailsink.tags.rules import NO_RULES, TagRules
+from mailsink.index.scan import FolderWatch
+from mailsink.index.tag_rules import NO_RULES, TagRules
+from mailsink.index.tags import file_tags, refresh_tags, tagged_on_arrival
+from mailsink.message.search import where
+from mailsink.message.shapes import Facts, Summary
 
 log = Logger()
 
@@ -75,7 +76,7 @@ class IndexStore:
                  tag_rules: TagRules = NO_RULES) -> None:
         self.root = root
         self.tag_rules = tag_rules
-        """C{[tags]}: tags given to a message when it arrives (L{mailsink.index_tags})."""
+        """C{[tags]}: tags given to a message when it arrives (L{mailsink.index.tags})."""
         self.db_path = db_path
         self.fingerprint = f"{SCHEMA_VERSION};{schema_fingerprint()};{facts_version}"
         self.folders = FolderWatch(root)

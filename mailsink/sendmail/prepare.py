@@ -6,7 +6,7 @@ cron: C{-FCronDaemon -i -B8BITMIME -oem USER}, git send-email: C{-f ADDR -i RCPT
 mutt: C{-oem -oi -- RCPT...}, Symfony and Laravel: C{-bs}). L{parse_arguments} reads them
 the way sendmail's getopt does; L{read_message} reads standard input as sendmail does;
 L{prepare} adds what sendmail adds to a locally submitted message. Nothing here touches the
-network or the disk: L{mailsink.sendmail_deliver} does, and L{mailsink.sendmail_main} ties
+network or the disk: L{mailsink.sendmail.deliver} does, and L{mailsink.sendmail.main} ties
 the two together.
 """
 
@@ -205,7 +205,7 @@ def prepare(raw: bytes, options: Options, identity: Identity,
 def local_received(identity: Identity, now: datetime.datetime, note: str = "") -> bytes:
     """
     The command's own trace header (LF line ends), as a local submission's: C{from USER
-    (uid N) by HOST (mailsink-sendmail[, NOTE]) with local}. L{mailsink.trace} reads it
+    (uid N) by HOST (mailsink-sendmail[, NOTE]) with local}. L{mailsink.message.trace} reads it
     back; C{note} says why the message went elsewhere than to the daemon.
     """
     comment = "mailsink-sendmail" + (f", {_comment_safe(note)}" if note else "")

@@ -2,7 +2,7 @@
 Where a MIME entity's header block ends and where a multipart body's parts lie, as offsets
 into the message's bytes (LF or CRLF line ends), within bounds: the standard library's feed
 parser recurses per nesting level and checks every enclosing boundary on every line, so
-the web view (L{mailsink.mime}) and IMAP (L{mailsink.imap.parts}) cut the tree here
+the web view (L{mailsink.message.mime}) and IMAP (L{mailsink.imap.parts}) cut the tree here
 instead, each with its own L{Budget}.
 
 Pure, and no exception escapes for any input.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from mailsink.index_codec import Loc
+from mailsink.index.codec import Loc
 
 
 class CatchUp:

@@ -1,5 +1,5 @@
 """
-Bytes and header values to text, for L{mailsink.mime}: Content-Transfer-Encodings,
+Bytes and header values to text, for L{mailsink.message.mime}: Content-Transfer-Encodings,
 charsets (unknown ones read as UTF-8 with replacements, undeclared ones as UTF-8 or else
 cp1252), RFC 2047 encoded words, and the visible text at the start of an HTML body (for
 snippets). Pure functions; none raises for any input.

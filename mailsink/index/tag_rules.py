@@ -1,7 +1,7 @@
 """
-C{[tags]} rules: each key a tag name, each value a search query in L{mailsink.search}'s
+C{[tags]} rules: each key a tag name, each value a search query in L{mailsink.message.search}'s
 syntax; an arriving message gets every tag whose query it matches, tested in memory with
-L{mailsink.search.matches} (the same answer SQLite would give).
+L{mailsink.message.search.matches} (the same answer SQLite would give).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from mailsink.index_codec import search_row
-from mailsink.messages import Summary
-from mailsink.search import Query, matches, parse
+from mailsink.index.codec import search_row
+from mailsink.message.search import Query, matches, parse
+from mailsink.message.shapes import Summary
 from mailsink.tags.names import clean_tag
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
-from mailsink.index_codec import SUBDIRS, Loc
+from mailsink.index.codec import SUBDIRS, Loc
 
 log = Logger()
 

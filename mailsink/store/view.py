@@ -10,8 +10,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mailsink import mime
-from mailsink.index_codec import message_id, received_at, split_name
+from mailsink.index.codec import message_id, received_at, split_name
+from mailsink.message import mime
 
 HEAD_LIMIT = 256 * 1024
 """Bytes read of each message to learn its sender and subject."""

@@ -4,7 +4,7 @@ C{--smtp HOST:PORT}), else the INI's Maildir written directly.
 
 This is a short-lived command, not the daemon: blocking C{smtplib} (through
 L{mailsink.probe.Client}, whose failures read as one sentence) and a blocking, fsynced
-Maildir write through L{mailsink.maildir.Maildir} with a synchronous runner, no reactor.
+Maildir write through L{mailsink.store.maildir.Maildir} with a synchronous runner, no reactor.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from twisted.python.failure import Failure
 
 from mailsink import probe
 from mailsink.config import Config, Listener
-from mailsink.maildir import Maildir
-from mailsink.sendmail import Identity, Prepared, local_received
+from mailsink.sendmail.prepare import Identity, Prepared, local_received
+from mailsink.store.maildir import Maildir
 
 EX_UNAVAILABLE = 69
 """sysexits.h: the server refused the message for good."""

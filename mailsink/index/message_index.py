@@ -14,7 +14,7 @@ parsing message files runs in a second one; the reactor thread only queues work 
 publishes events. Changes found on disk go through one queue processed one batch at a
 time (each batch: find what is new, parse it, store it), so a file is parsed once.
 
-Message IDs (see L{mailsink.index_codec.message_id}): the Maildir unique name without its
+Message IDs (see L{mailsink.index.codec.message_id}): the Maildir unique name without its
 C{:2,FLAGS} info when it is made of C{[A-Za-z0-9._-]}, else C{"x"} and its URL-safe
 base64 without padding. The same unique name in two places: the first one indexed wins,
 the other is logged and ignored until the first goes.
@@ -35,10 +35,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from mailsink.index_catchup import CatchUp
-from mailsink.index_codec import Changes, Loc, Page, Parsed, Stats
-from mailsink.index_db import IndexStore
-from mailsink.index_tags import (
+from mailsink.index.catchup import CatchUp
+from mailsink.index.codec import Changes, Loc, Page, Parsed, Stats
+from mailsink.index.db import IndexStore
+from mailsink.index.tag_rules import NO_RULES, TagRules
+from mailsink.index.tags import (
     Plan,
     delete_plan,
     finish_plan,
@@ -47,9 +48,8 @@ from mailsink.index_tags import (
     set_tags,
     tag_counts,
 )
-from mailsink.index_watch import Watcher
-from mailsink.messages import Facts, Summary
-from mailsink.tags.rules import NO_RULES, TagRules
+from mailsink.index.watch import Watcher
+from mailsink.message.shapes import Facts, Summary
 
 __all__ = ["MessageIndex", "Page", "Stats"]
 
@@ -449,7 +449,7 @@ class MessageIndex:
             removed += count
         return removed
 
-    # Tags (L{mailsink.index_tags}: kept as Maildir keywords).
+    # Tags (L{mailsink.index.tags}: kept as Maildir keywords).
 
     def tag_counts(self, mailboxes: Collection[str] | None) -> Deferred[dict[str, int]]:
         """

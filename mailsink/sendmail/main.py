@@ -1,7 +1,7 @@
 """
 The C{mailsink-sendmail} console script (also C{mailsink sendmail}): reads the command
-line (L{mailsink.sendmail}), finds the INI and the listener, and hands the message over
-(L{mailsink.sendmail_deliver}), or speaks SMTP on standard input (L{mailsink.sendmail_stdio}).
+line (L{mailsink.sendmail.prepare}), finds the INI and the listener, and hands the message over
+(L{mailsink.sendmail.deliver}), or speaks SMTP on standard input (L{mailsink.sendmail.stdio}).
 Exit statuses are sendmail's (sysexits.h), so callers such as PHP and cron read them as
 they would sendmail's.
 """
@@ -16,16 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from mailsink.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from mailsink.sendmail import (
-    EX_USAGE,
-    Identity,
-    Options,
-    UsageError,
-    parse_arguments,
-    prepare,
-    read_message,
-)
-from mailsink.sendmail_deliver import (
+from mailsink.sendmail.deliver import (
     EX_TEMPFAIL,
     EX_UNAVAILABLE,
     Outcome,
@@ -34,7 +25,16 @@ from mailsink.sendmail_deliver import (
     listener_target,
     override_target,
 )
-from mailsink.sendmail_stdio import converse
+from mailsink.sendmail.prepare import (
+    EX_USAGE,
+    Identity,
+    Options,
+    UsageError,
+    parse_arguments,
+    prepare,
+    read_message,
+)
+from mailsink.sendmail.stdio import converse
 
 EX_CONFIG = 78
 """sysexits.h: the configuration cannot be used."""

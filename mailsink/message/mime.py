@@ -2,11 +2,12 @@
 A stored message's bytes -> the facts, bodies and parts the views show.
 
 Pure, and no exception escapes for any input. The MIME tree is cut along its boundaries by
-L{mailsink.mime_cut}, within bounds the standard library's feed parser lacks (it recurses per
-nesting level and checks every enclosing boundary on every line: 200 levels take 0.13 s,
-1,000 raise C{RecursionError}): multiparts nest at most L{MAX_DEPTH} deep (a deeper one is
-one opaque part), a message has at most L{MAX_PARTS} parts (later ones are ignored), header
-blocks are read up to L{MAX_HEADER_BYTES}, returned bodies are cut at L{MAX_BODY} bytes.
+L{mailsink.message.mime_cut}, within bounds the standard library's feed parser lacks (it
+recurses per nesting level and checks every enclosing boundary on every line: 200 levels
+take 0.13 s, 1,000 raise C{RecursionError}): multiparts nest at most L{MAX_DEPTH} deep (a
+deeper one is one opaque part), a message has at most L{MAX_PARTS} parts (later ones are
+ignored), header blocks are read up to L{MAX_HEADER_BYTES}, returned bodies are cut at
+L{MAX_BODY} bytes.
 C{email} reads each header block and its values (parameters, RFC 2231 names, addresses, dates).
 
 PartIDs are Mailpit's (enmime's): the top-level multipart's children are C{"1"}, C{"2"}, ...,
@@ -35,10 +36,9 @@ from email.parser import BytesHeaderParser
 from typing import TypeVar
 from urllib.parse import quote, unquote
 
-from mailsink import trace
-from mailsink.messages import Address, Facts, MessageView, Part, Transport
-from mailsink.mime_cut import Budget, boundary, header_end, media_type, split, tame
-from mailsink.mime_text import (
+from mailsink.message import trace
+from mailsink.message.mime_cut import Budget, boundary, header_end, media_type, split, tame
+from mailsink.message.mime_text import (
     decode_text,
     decode_words,
     header_text,
@@ -46,6 +46,7 @@ from mailsink.mime_text import (
     transfer_decode,
     unfold,
 )
+from mailsink.message.shapes import Address, Facts, MessageView, Part, Transport
 from mailsink.tags.names import parse_x_tags
 
 _T = TypeVar("_T")

@@ -1,7 +1,7 @@
 """
 The shapes of a stored message as the views see it, and their Mailpit JSON form.
 
-L{mailsink.mime} fills L{Facts} and L{MessageView} from a message's bytes; the index keeps
+L{mailsink.message.mime} fills L{Facts} and L{MessageView} from a message's bytes; the index keeps
 one L{Summary} per Maildir file; the web API turns them into Mailpit's JSON shapes
 (C{shared/mailpit-api.md}) here, in one place.
 """

@@ -1,7 +1,7 @@
 """
 Reading back the trace headers mailsink writes at the top of every stored message.
 
-L{mailsink.delivery.trace_headers} writes C{Return-Path}, one C{Delivered-To} per envelope
+L{mailsink.store.delivery.trace_headers} writes C{Return-Path}, one C{Delivered-To} per envelope
 recipient, then a Postfix-style C{Received} header naming mailsink in its C{by} clause. These
 pure functions turn a message's header fields (name and unfolded value, in file order) back
 into a L{Transport}. Anything else, including a first C{Received} header that another MTA
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from mailsink.messages import Transport
+from mailsink.message.shapes import Transport
 
 _RECEIVED = re.compile(
     r"from\s+(?P<helo>.*?)\s+\(unknown\s+\[(?P<address>[^\]]*)\]\)"

@@ -1,5 +1,5 @@
 """
-Tags in the index (database thread only, beside L{mailsink.index_db.IndexStore}).
+Tags in the index (database thread only, beside L{mailsink.index.db.IndexStore}).
 
 The truth is the Maildir: a message's tags are the keyword letters of its file name, named
 by its folder's C{dovecot-keywords} (L{mailsink.tags.keywords}). The index copies them into
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import attrs
 from twisted.logger import Logger
 
-from mailsink.index_codec import (
+from mailsink.index.codec import (
     SEARCH_COLUMNS,
     Changes,
     Loc,
@@ -31,8 +31,8 @@ from mailsink.index_codec import (
     search_values,
     split_name,
 )
-from mailsink.messages import Facts, Summary
-from mailsink.search import TAG_SEPARATOR, like_pattern
+from mailsink.message.search import TAG_SEPARATOR, like_pattern
+from mailsink.message.shapes import Facts, Summary
 from mailsink.tags.keywords import (
     KeywordFile,
     TagLimit,
@@ -43,7 +43,7 @@ from mailsink.tags.keywords import (
 from mailsink.tags.names import unique_tags
 
 if TYPE_CHECKING:
-    from mailsink.index_db import IndexStore
+    from mailsink.index.db import IndexStore
 
 __all__ = ["TagLimit", "delete_plan", "file_tags", "finish_plan", "rename_plan", "retag_ids",
            "set_tags", "tag_counts"]

@@ -24,9 +24,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsink.delivery import Envelope, IMailboxDelivery, OpenMessage, trace_headers
-from mailsink.mailboxes import MailboxRule, route
-from mailsink.maildir import IncomingMessage, Maildir, StoreError
+from mailsink.store.delivery import Envelope, IMailboxDelivery, OpenMessage, trace_headers
+from mailsink.store.mailboxes import MailboxRule, route
+from mailsink.store.maildir import IncomingMessage, Maildir, StoreError
 
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP,
                       errno.EMLINK})
