@@ -356,7 +356,8 @@ def _describe(
 
 def openssl_reason(error: SSL.Error) -> str:
     """OpenSSL's reasons, without its tuple-of-lists dressing."""
-    reasons = [r[2] for r in (error.args[0] if error.args else []) if len(r) == 3 and r[2]]
+    listed = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    reasons = [r[2] for r in listed if isinstance(r, tuple) and len(r) == 3 and r[2]]
     return "; ".join(reasons) if reasons else _one_line(error)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -962,3 +962,88 @@ class AuthSecrecyTests(SMTPSessionCase):
         self.assertEqual([e.text for e in session.transcript if e.side == "C"],
                          ["EHLO c", "AUTH LOGIN", "***", "***", "NOOP"])
         self.assert_secret_free(session, sent)
+
+
+class ReviewedCornerTests(SMTPSessionCase):
+    """Corners a review found: each was wrong before its fix."""
+
+    def transaction(self, protocol: Any, transport: StringTransport) -> None:
+        for command in ("EHLO c", "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>",
+                        "DATA"):
+            self.say(protocol, transport, command)
+
+    def test_message_stored_after_the_client_left_is_delivered(self) -> None:
+        """The fsync answered after the hang-up (printf ... | nc -q0): still its message."""
+        pending: list[Deferred[Any]] = []
+
+        def slow_disk(work: Any) -> Deferred[Any]:
+            later: Deferred[Any] = Deferred()
+            pending.append(later)
+            later.addCallback(lambda _: work())
+            return later
+
+        self.maildir = Maildir(self.folder, slow_disk)
+        protocol, transport = self.connect()
+        self.transaction(protocol, transport)
+        protocol.dataReceived(b"Subject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.sessions, [])  # waits for the message's answer
+        while pending:
+            pending.pop(0).callback(None)
+        self.assertEqual(len(self.sessions), 1)
+        self.assertEqual((self.sessions[0].outcome, len(self.sessions[0].messages)),
+                         ("delivered", 1))
+
+    def test_refusal_after_a_delivery_is_diagnosed(self) -> None:
+        protocol, transport = self.connect()
+        self.transaction(protocol, transport)
+        protocol.dataReceived(b"Subject: one\r\n\r\nsmall\r\n.\r\n")
+        self.transaction(protocol, transport)
+        protocol.dataReceived(b"Subject: two\r\n\r\n" + b"x" * 2000 + b"\r\n.\r\n")
+        session = self.close(protocol)
+        self.assertEqual(session.outcome, "delivered")
+        self.assertTrue(session.error.startswith("552 "), session.error)
+        self.assertIn("1 message stored, but then", session.diagnosis)
+        self.assertIn("max_message_size", session.diagnosis)
+
+    def test_timeout_during_data_is_the_servers(self) -> None:
+        protocol, transport = self.connect()
+        self.transaction(protocol, transport)
+        protocol.dataReceived(b"Subject: s\r\n\r\npart")
+        protocol.timeoutConnection()
+        session = self.close(protocol)
+        self.assertNotIn("data-dropped", session.diagnosis)
+        self.assertIn("421", session.diagnosis)
+        self.assertIn("sent nothing for too long", session.diagnosis)
+
+    def test_auth_payload_without_a_mechanism_name_is_hidden(self) -> None:
+        secret = base64.b64encode(b"\0bob\0secret1").decode()  # 16 letters, no padding
+        self.assertEqual(transcript_line(f"AUTH {secret}".encode()), "AUTH ***")
+        self.assertEqual(transcript_line(b"AUTH PLAIN"), "AUTH PLAIN")
+        self.assertEqual(transcript_line(b"AUTH login x"), "AUTH login ***")
+
+    def test_a_session_that_cannot_be_settled_costs_no_cleanup(self) -> None:
+        protocol, _ = self.connect()
+        before = protocol.factory.connections
+
+        def broken(session: Session) -> None:
+            raise RuntimeError("sink broke")
+
+        protocol._session_sink = broken
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(protocol.factory.connections, before - 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class BrokenDatabaseTests(TestCase):
+    def test_unreadable_database_is_moved_aside(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        path = os.path.join(folder, store_module.FILE_NAME)
+        with open(path, "wb") as stream:
+            stream.write(os.urandom(8192))
+        log = SessionLog(folder, 10, reactor, Clock())
+        log.startService()
+        self.addCleanup(log.stopService)
+        self.assertIsNotNone(log._db)
+        self.assertTrue(os.path.exists(path + ".broken"))

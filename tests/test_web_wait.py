@@ -25,7 +25,7 @@ from mailsink.index.codec import Page
 from mailsink.message.shapes import Facts, Summary
 from mailsink.metrics import Metrics
 from mailsink.web.app import WebApp
-from mailsink.web.waiting import Question, Waiting
+from mailsink.web.waiting import MATCH_LIMIT, Question, Waiting
 from tests.test_web_api import WebTestCase, message_bytes
 
 
@@ -98,6 +98,19 @@ class WaitRouteTests(WaitingWeb, WebTestCase):
         code, body = self.answer(self.start("/api/v1/search?query=invoice&wait=30"))
         self.assertEqual((code, json.loads(body)["count"]), (200, 1))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_flood_of_updates_asks_the_index_instead_of_matching_each(self) -> None:
+        """Mark-all-read of 10,000 messages: no in-memory matching per waiter and message."""
+        pending = [self.start("/api/v1/search?query=invoice&wait=30") for _ in range(3)]
+        self.deliver("welcome")
+        summary = next(iter(self.index.summaries.values()))
+        del self.asked[:]
+        for _ in range(MATCH_LIMIT + 1):
+            self.waiting.index_event("update", summary)
+        self.clock.advance(0)
+        self.assertEqual(len(self.asked), 1)  # one question, asked once
+        for answer in pending:
+            self.assertNoResult(answer)
 
     def test_count_waits_for_that_many(self) -> None:
         self.store(message_bytes("invoice 1"))

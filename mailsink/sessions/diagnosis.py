@@ -140,10 +140,15 @@ def diagnose(session: SessionRecorder, hints: ListenerHints) -> tuple[str, str]:
         return (f"the client closed the connection in the middle of the message data (after "
                 f"{session.data_octets} octets), so nothing was stored: it may have crashed or "
                 "timed out", "connection closed during DATA")
-    if session.messages:
+    if session.messages and not session.refused_since_stored:
         return "", error
     if session.last_error is not None:
-        return _reply_sentence(session, hints), error
+        sentence = _reply_sentence(session, hints)
+        if session.messages:
+            stored = len(session.messages)
+            sentence = (f"{stored} message{'s' if stored > 1 else ''} stored, but then "
+                        f"{sentence}")
+        return sentence, error
     if session.in_transaction and not session.quit:
         return ("the client closed the connection after MAIL FROM without sending a message",
                 "connection closed during the transaction")

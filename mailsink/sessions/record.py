@@ -126,6 +126,8 @@ class SessionRecorder:
         self.mechanism = ""
         self.logged_in = False
         self.messages: list[str] = []
+        self.refused_since_stored = False
+        """A 4xx/5xx reply came after the last message stored (a later one was refused)."""
         self.last_error: tuple[int, str, str] | None = None
         """(code, reply text, the command it answered) of the last 4xx/5xx reply."""
         self.problems: dict[str, str] = {}
@@ -154,6 +156,7 @@ class SessionRecorder:
                                     + [f"{code} {lines[-1]}"]))
         if code >= 400:
             self.last_error = (code, text.split("\n", 1)[0], self.last_command)
+            self.refused_since_stored = True
 
     def note(self, text: str) -> None:
         """Something about the link rather than a line of SMTP."""
@@ -179,6 +182,7 @@ class SessionRecorder:
 
     def stored(self, message_id: str) -> None:
         self.messages.append(message_id)
+        self.refused_since_stored = False
 
     def problem(self, kind: str, detail: str = "") -> None:
         """Note a recognised problem (see L{mailsink.sessions.diagnosis} for the kinds)."""

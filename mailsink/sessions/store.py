@@ -196,8 +196,30 @@ class SessionLog(MultiService):
     def startService(self) -> None:
         super().startService()
         if self.keep:
+            self._db = self._open()
+
+    def _open(self) -> SessionDatabase | None:
+        """
+        The sessions' database; one that cannot be read is moved aside and started anew
+        (sessions are a debugging aid: they never keep mail from being taken).
+        """
+        try:
             os.makedirs(os.path.dirname(self._path), exist_ok=True)
-            self._db = SessionDatabase(self._path)
+            return SessionDatabase(self._path)
+        except (sqlite3.DatabaseError, OSError) as error:
+            aside = f"{self._path}.broken"
+            log.warn("cannot use {path} ({error}); moved it to {aside} and starting an "
+                     "empty one", path=self._path, error=error, aside=aside)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self._path + suffix):
+                    os.replace(self._path + suffix, aside + suffix)
+            return SessionDatabase(self._path)
+        except (sqlite3.DatabaseError, OSError) as error:
+            log.error("cannot keep SMTP sessions in {path} ({error}): check state_dir's "
+                      "permissions; sessions are not kept until then", path=self._path,
+                      error=error)
+            return None
 
     def stopService(self) -> Deferred[None]:
         """

@@ -23,13 +23,14 @@ from typing import Any
 import attrs
 from OpenSSL import SSL
 from twisted.cred.credentials import Anonymous
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from twisted.mail.smtp import ESMTP
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mailsink.auth.sasl import MECHANISMS
 from mailsink.chaos import Chaos
 from mailsink.index.codec import message_id
 from mailsink.metrics import Metrics
@@ -50,8 +51,8 @@ MAX_COMMAND_LINE = 16384
 """Longest command line: RFC 4954 asks for 12,288 octets of AUTH response, plus room."""
 
 _BEFORE_STARTTLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"NOOP", b"RSET", b"QUIT"})
-_SASL_NAME = re.compile(rb"[A-Za-z0-9_-]{1,20}")
-"""A SASL mechanism name (RFC 4422 section 3.1)."""
+_MECHANISMS = frozenset(mechanism.name for mechanism in MECHANISMS)
+"""The SASL mechanism names mailsink knows: any other word after AUTH is hidden."""
 _BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
                      rb"|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=")
 
@@ -68,8 +69,8 @@ def transcript_line(line: bytes, command: bool = True) -> str:
         return "***"
     if not words or words[0].upper() != b"AUTH" or len(words) == 1:
         return line.decode("utf-8", "replace")
-    if not _SASL_NAME.fullmatch(words[1]):
-        return "AUTH ***"
+    if words[1].upper().decode("ascii", "replace") not in _MECHANISMS:
+        return "AUTH ***"  # a payload where the name should be, perhaps
     return f"AUTH {words[1].decode('ascii')}{' ***' if len(words) > 2 else ''}"
 
 
@@ -125,6 +126,8 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self._decoder: DataDecoder | None = None
         self._message: IncomingMessage | None = None
         self._session_sink = session_sink
+        self._storing: Deferred[Any] | None = None
+        """The message being fsynced, until its 250 or 452 (the session waits for it)."""
         self.session: SessionRecorder | None = None
         """This connection's session (see L{mailsink.sessions}), from connectionMade on."""
         self._unsent: list[tuple[int, str]] | None = None
@@ -233,11 +236,16 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             self.session.client_said(text)
 
     def timeoutConnection(self) -> None:
+        if self.session is not None:
+            self.session.problem("timeout")
         self.reply(421, f"4.4.2 {self.settings.hostname} Error: timeout exceeded")
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._end_session(reason)
+        try:
+            self._end_session(reason)
+        except Exception:
+            log.failure("[{listener}] cannot settle a session", listener=self.settings.listener)
         if self._message is not None:
             self._message.abort()
             self._message = None
@@ -256,11 +264,17 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         if reason is not None and isinstance(reason.value, SSL.Error):
             why = openssl_reason(reason.value)
             session.problem("tls-failed", why)
-        elif self._decoder is not None:  # in DATA (an oversized one too)
-            session.data_octets = self._decoder.wire_bytes
+        elif self._decoder is not None and "timeout" not in session.problems:
+            session.data_octets = self._decoder.wire_bytes  # in DATA (an oversized one too)
             session.problem("data-dropped")
         if not session.end(f"connection closed{': ' + why if why else ''}"):
             return
+        if self._storing is not None:  # the client left before the message's answer
+            self._storing.addBoth(lambda _: self._hand_on(session))
+        else:
+            self._hand_on(session)
+
+    def _hand_on(self, session: SessionRecorder) -> None:
         if self._session_sink is not None:
             self._session_sink(session.freeze(*diagnose(session, self.settings.hints)))
 
@@ -449,7 +463,13 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
             return
         stored = message.finish()
         stored.addCallbacks(self._stored, self._not_stored, callbackArgs=(size,))
+        self._storing = stored
+        stored.addBoth(self._stored_or_not)
         self._block_until(stored)
+
+    def _stored_or_not(self, result: object) -> object:
+        self._storing = None
+        return result
 
     def _stored(self, name: str, size: int) -> None:
         self.metrics.received.labels(self.settings.listener).inc()

@@ -26,6 +26,9 @@ from mailsink.message.search import Query, matches, parse
 from mailsink.message.shapes import Summary
 from mailsink.metrics import Metrics
 
+MATCH_LIMIT = 200
+"""Arrived messages matched in memory per wake-up; past it, waiters ask the index."""
+
 
 @attrs.frozen
 class Question:
@@ -97,11 +100,28 @@ class Waiting:
         return waiter.answer
 
     def _flush(self) -> None:
+        """
+        Ask again for the waiters the arrived messages may satisfy: matched in memory once
+        per distinct question, and only for a bounded batch (a mark-all-read or a tag on
+        10,000 messages would hold the reactor for seconds): past L{MATCH_LIMIT} messages
+        every waiter simply asks the index, once per question.
+        """
         self._flush_call = None
         arrived, self._arrived = self._arrived, []
+        if len(arrived) > MATCH_LIMIT:
+            self._ask(list(self._waiters))
+            return
         rows = [(summary, search_row(summary)) for summary in arrived]
-        self._ask([waiter for waiter in self._waiters
-                   if any(waiter.may_match(summary, row) for summary, row in rows)])
+        verdicts: dict[Question, bool] = {}
+        chosen = []
+        for waiter in self._waiters:
+            question = waiter.question
+            if question not in verdicts:
+                verdicts[question] = any(waiter.may_match(summary, row)
+                                         for summary, row in rows)
+            if verdicts[question]:
+                chosen.append(waiter)
+        self._ask(chosen)
 
     def _ask(self, waiters: list[_Waiter]) -> None:
         """Ask the index for each of C{waiters}, once per distinct question."""
