@@ -585,12 +585,15 @@ class EventTests(TestCase):
         everyone: list[str] = []
         alice: list[str] = []
         hub.add(everyone.append, None)
-        hub.add(alice.append, ("alice",))
+        hub.add(alice.append, ("alice",), sessions_of="alice")
+        shop: list[str] = []
+        hub.add(shop.append, ("", "shop"))  # a mailbox rule, no isolation: all sessions
         for session in (session_row(1, user="alice", logged_in=True),
                         session_row(2, user="alice", logged_in=False), session_row(3)):
             hub.index_event("session", session)
         self.assertEqual([json.loads(line)["Data"]["ID"] for line in everyone],
                          ["s001", "s002", "s003"])
+        self.assertEqual(len(shop), 3)
         [line] = alice
         self.assertEqual(json.loads(line), {"Type": "session",
                                             "Data": session_row(1, user="alice",

@@ -33,6 +33,9 @@ class Viewer:
 
     user: str | None
     mailboxes: tuple[str, ...] | None
+    sessions_of: str | None = None
+    """Whose SMTP sessions alone this viewer sees (C{isolation = user}, not an admin);
+    None: everyone's."""
 
 
 class Access:
@@ -66,8 +69,9 @@ class Access:
         def accepted(avatar_id: bytes) -> bool:
             user = avatar_id.decode("utf-8", "replace")
             own = mailbox_folder(user) if self.isolation == "user" else None
-            return self._remember(request,
-                                  Viewer(user, visible(self.rules, user, self.admins, own)))
+            sessions_of = user if own is not None and user not in self.admins else None
+            return self._remember(request, Viewer(
+                user, visible(self.rules, user, self.admins, own), sessions_of))
 
         def refused(_: object) -> bool:
             log.warn("web login failed for {user!r} from {client}",

@@ -316,7 +316,7 @@ class _EventStream(Resource):
         self.viewer = viewer
 
     def render_GET(self, request: IRequest) -> int:
-        self.hub.serve_sse(request, self.viewer.mailboxes)
+        self.hub.serve_sse(request, self.viewer.mailboxes, self.viewer.sessions_of)
         return NOT_DONE_YET
 
 
@@ -326,7 +326,7 @@ class _WebSocketFactory:
         self.viewer = viewer
 
     def buildProtocol(self, request: IRequest) -> EventsWebSocket:
-        return EventsWebSocket(self.hub, self.viewer.mailboxes)
+        return EventsWebSocket(self.hub, self.viewer.mailboxes, self.viewer.sessions_of)
 
 
 def _page_json(page: Any, start: int, tags: dict[str, int]) -> dict[str, Any]:

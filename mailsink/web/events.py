@@ -19,7 +19,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mailsink.message.shapes import Summary
-from mailsink.realm import mailbox_folder
 from mailsink.sessions.record import Session
 
 log = Logger()
@@ -32,6 +31,8 @@ KEEPALIVE = 15.0
 class _Listener:
     send: Callable[[str], None]
     mailboxes: Collection[str] | None
+    sessions_of: str | None = None
+    """Whose sessions' events it gets (None: everyone's), as L{Viewer.sessions_of}."""
 
 
 class EventHub:
@@ -55,19 +56,21 @@ class EventHub:
     def index_event(self, kind: str, payload: Any) -> None:
         """The index's subscriber callback (reactor thread)."""
         for listener in list(self._listeners):
-            data = _data_for(kind, payload, listener.mailboxes)
+            data = _data_for(kind, payload, listener)
             if data is not _SKIP:
                 listener.send(json.dumps({"Type": kind, "Data": data}))
 
-    def add(self, send: Callable[[str], None], mailboxes: Collection[str] | None) -> _Listener:
-        listener = _Listener(send, mailboxes)
+    def add(self, send: Callable[[str], None], mailboxes: Collection[str] | None,
+            sessions_of: str | None = None) -> _Listener:
+        listener = _Listener(send, mailboxes, sessions_of)
         self._listeners.add(listener)
         return listener
 
     def remove(self, listener: _Listener) -> None:
         self._listeners.discard(listener)
 
-    def serve_sse(self, request: Any, mailboxes: Collection[str] | None) -> None:
+    def serve_sse(self, request: Any, mailboxes: Collection[str] | None,
+                  sessions_of: str | None = None) -> None:
         """Hold C{request} open as an event stream until the client goes."""
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
@@ -77,7 +80,7 @@ class EventHub:
         def send(line: str) -> None:
             request.write(b"data: " + line.encode("utf-8") + b"\n\n")
 
-        listener = self.add(send, mailboxes)
+        listener = self.add(send, mailboxes, sessions_of)
         self._sse_requests.add(request)
 
         def gone(_: object) -> None:
@@ -94,7 +97,8 @@ class EventHub:
 _SKIP = object()
 
 
-def _data_for(kind: str, payload: Any, mailboxes: Collection[str] | None) -> Any:
+def _data_for(kind: str, payload: Any, listener: _Listener) -> Any:
+    mailboxes = listener.mailboxes
     if kind in ("new", "update"):
         summary: Summary = payload
         if mailboxes is not None and summary.mailbox not in mailboxes:
@@ -104,8 +108,8 @@ def _data_for(kind: str, payload: Any, mailboxes: Collection[str] | None) -> Any
         return {"IDs": list(payload)}
     if kind == "session":
         session: Session = payload
-        if mailboxes is not None and not (session.logged_in
-                                          and mailbox_folder(session.user) in mailboxes):
+        if listener.sessions_of is not None and not (session.logged_in
+                                                     and session.user == listener.sessions_of):
             return _SKIP
         return session.summary_json()
     return payload
@@ -114,13 +118,16 @@ def _data_for(kind: str, payload: Any, mailboxes: Collection[str] | None) -> Any
 class EventsWebSocket:
     """One WebSocket client of C{/api/events}: only listens."""
 
-    def __init__(self, hub: EventHub, mailboxes: Collection[str] | None) -> None:
+    def __init__(self, hub: EventHub, mailboxes: Collection[str] | None,
+                 sessions_of: str | None = None) -> None:
         self._hub = hub
         self._mailboxes = mailboxes
+        self._sessions_of = sessions_of
         self._listener: _Listener | None = None
 
     def negotiationStarted(self, transport: Any) -> None:
-        self._listener = self._hub.add(transport.sendTextMessage, self._mailboxes)
+        self._listener = self._hub.add(transport.sendTextMessage, self._mailboxes,
+                                       self._sessions_of)
 
     def negotiationFinished(self) -> None:
         pass

@@ -25,7 +25,7 @@ RECENT = 300.0
 
 
 def _visible_to(viewer: Viewer) -> SessionFilter:
-    return SessionFilter(user=None if viewer.mailboxes is None else viewer.user or "")
+    return SessionFilter(user=viewer.sessions_of)
 
 
 def _text_argument(request: IRequest, name: bytes) -> str:
