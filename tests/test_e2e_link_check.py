@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import smtplib
 import threading
+import time
 import unittest
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +45,9 @@ class LinkTargets(BaseHTTPRequestHandler):
         with self.lock:
             self.log.append((self.command, self.path))
         head = self.command == "HEAD"
-        if self.path == "/moved":
+        if self.path == "/flood":
+            self.flood()
+        elif self.path == "/moved":
             self.reply(301, b"", location="/ok")
         elif self.path in ("/nohead", "/big") and head:
             self.reply(405, b"")
@@ -62,6 +65,16 @@ class LinkTargets(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def flood(self) -> None:
+        """Header lines without end (each short enough for Twisted's line limit)."""
+        self.send_response(200)
+        self.flush_headers()  # the status line; then header lines that never end
+        try:
+            for _ in range(1_000_000):
+                self.wfile.write(b"X-Flood: " + b"f" * 1000 + b"\r\n")
+        except OSError:
+            pass
 
     def endless(self) -> None:
         """A body far too big to download: how much of it went out before the client left."""
@@ -174,6 +187,21 @@ class LinkCheckTests(SharedDaemon, unittest.TestCase):
         self.assertIn(("/moved", 200, "OK"), self.links(report))
         self.assertIn(("HEAD", "/moved"), LinkTargets.log)
         self.assertEqual(LinkTargets.log.count(("HEAD", "/ok")), 2)  # the link, the redirect
+
+    def test_endless_headers_are_cut_off(self) -> None:
+        """A server streaming header lines costs 256 KiB, not its whole 10 s of them."""
+        message = EmailMessage()
+        message["Subject"] = "flood"
+        message.set_content(f"See {self.base}/flood\n")
+        with smtplib.SMTP("127.0.0.1", self.daemon.ports["smtp"], timeout=SMTP_TIMEOUT) as smtp:
+            smtp.send_message(message, "app@example.com", ["dev@example.com"])
+        started = time.monotonic()
+        status, report = self.get("message/latest/link-check?query=subject:flood")
+        self.assertEqual(status, 200)
+        [(url, code, text)] = self.links(report)
+        self.assertEqual((url, code), ("/flood", 0))
+        self.assertIn("too large", text)
+        self.assertLess(time.monotonic() - started, 8)
 
     def test_unknown_message(self) -> None:
         status, answer = self.get("message/nope/link-check")

@@ -8,9 +8,9 @@ never read, the connection is dropped once the status line and headers are in. A
 is the link's answer unless C{follow} is asked, then up to L{MAX_REDIRECTS} are followed.
 At most L{MAX_PARALLEL} links are checked at a time, for the whole daemon, and each link
 gets L{LINK_TIMEOUT} seconds for all its requests. A link that cannot be reached (no such
-host, connection refused, no answer, TLS failure) is a result with C{StatusCode} 0 and a
-C{Status} saying why, never a failure of the check. Only http and https URLs are ever
-requested, redirect targets included.
+host, connection refused, no answer, TLS failure, more than 256 KiB of headers) is a result
+with C{StatusCode} 0 and a C{Status} saying why, never a failure of the check. Only http and
+https URLs are ever requested, redirect targets included.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
 from mailsink import __version__
+from mailsink.checks.capped_endpoints import MAX_RECEIVED, CappedEndpoints
 
 MAX_PARALLEL = 5
 """Links checked at once, across every link check the daemon runs."""
@@ -97,7 +98,8 @@ class LinkChecker:
     def on(cls, reactor: Any) -> LinkChecker:
         """A checker whose connections are never reused (each link is its own visit)."""
         pool = HTTPConnectionPool(reactor, persistent=False)
-        return cls(Agent(reactor, pool=pool), reactor)
+        return cls(Agent.usingEndpointFactory(reactor, CappedEndpoints(reactor), pool=pool),
+                   reactor)
 
     def check(self, urls: Sequence[str], follow: bool) -> Deferred[LinkReport]:
         """
@@ -252,6 +254,8 @@ def _response_failed(error: ResponseFailed) -> str:
             return f"TLS failed: {_ssl_reason(reason.value)}"
         if type(reason.value).__name__ == "VerificationError":  # service_identity's
             return "TLS failed: the certificate is not for this host"
+    if any(reason.check(net.ConnectionAborted) for reason in reasons):  # capped_endpoints
+        return f"answer too large (over {MAX_RECEIVED // 1024} KiB before the body)"
     if any(reason.check(net.ConnectionDone, net.ConnectionLost) for reason in reasons):
         return "the connection closed before an answer"
     return f"no valid HTTP answer: {reasons[0].getErrorMessage() if reasons else error}"
