@@ -32,7 +32,7 @@ from mailsink.sendmail.prepare import (
     prepare,
     read_message,
 )
-from mailsink.sendmail.stdio import converse
+from mailsink.sendmail.stdio import converse, framed
 
 NOW = datetime.datetime(2026, 3, 1, 12, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
 ALICE = Identity(user="alice", uid=1000, hostname="devbox.example", gecos_name="Alice Liddell")
@@ -358,3 +358,10 @@ class StdioTests(TestCase):
             "502 5.5.2 Error: command not recognized", "250 2.1.0 Ok", "250 2.1.5 Ok",
             "354 End data with <CR><LF>.<CR><LF>"])
         self.assertEqual(handed, [("", ("a@x",), b"x\n")])  # the unended one is not sent
+
+
+class FramedReplyTests(TestCase):
+    def test_a_multi_line_answer_is_one_smtp_reply(self) -> None:
+        self.assertEqual(framed("550 5.7.1 Relaying denied\nSee https://example.com/why"),
+                         "550-5.7.1 Relaying denied\n550 See https://example.com/why")
+        self.assertEqual(framed("250 2.0.0 Ok: queued as X"), "250 2.0.0 Ok: queued as X")

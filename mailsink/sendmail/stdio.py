@@ -19,6 +19,16 @@ Deliver = Callable[[str, tuple[str, ...], bytes], str]
 _PATH = re.compile(r"(?i)(FROM|TO):\s*<([^>]*)>|(FROM|TO):\s*(\S+)")
 
 
+def framed(answer: str) -> str:
+    """
+    A delivery's answer as one SMTP reply: C{"550 5.7.1 Denied\\nSee https://..."} (what
+    smtplib gives of a multi-line reply) becomes C{550-5.7.1 Denied} and C{550 See ...}.
+    """
+    code, _, text = answer.partition(" ")
+    lines = text.split("\n")
+    return "\n".join([f"{code}-{line}" for line in lines[:-1]] + [f"{code} {lines[-1]}"])
+
+
 def converse(lines: Iterable[bytes], write: Callable[[bytes], None], hostname: str,
              deliver: Deliver) -> None:
     """
@@ -69,7 +79,7 @@ def converse(lines: Iterable[bytes], write: Callable[[bytes], None], hostname: s
             data, ended = _data(source)
             if not ended:
                 return
-            reply(deliver(sender, tuple(recipients), data))
+            reply(framed(deliver(sender, tuple(recipients), data)))
             sender, recipients = None, []
         elif verb == "RSET":
             sender, recipients = None, []
