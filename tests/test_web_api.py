@@ -247,6 +247,17 @@ class MessageTests(WebTestCase):
         self.assertEqual(response.headers.getRawHeaders("Content-Disposition"),
                          [f'attachment; filename="{message_id}.eml"'])
 
+    def test_a_file_renamed_between_finding_and_reading_is_found_again(self) -> None:
+        """Another request marked it read (new/ to cur/) just after its path was looked up."""
+        raw = message_bytes("moved")
+        message_id = self.store(raw)
+        old_path = self.index.paths[message_id]
+        answers = [old_path, old_path + ":2,S"]
+        os.rename(old_path, answers[1])
+        self.index.path = lambda mid, mailboxes: succeed(answers.pop(0))  # type: ignore
+        response, body = self.request("GET", f"/api/v1/message/{message_id}/raw")
+        self.assertEqual((response.code, body), (200, raw))
+
     def test_attachment_part_is_downloaded_and_sandboxed(self) -> None:
         message_id = self.store(message_bytes("files", attachment=True))
         [attachment] = self.get_json(f"/api/v1/message/{message_id}")["Attachments"]

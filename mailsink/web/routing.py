@@ -149,14 +149,21 @@ class Routes:
 
     @inlineCallbacks
     def _raw(self, summary: Summary, viewer: Viewer) -> Any:
-        path = yield self.index.path(summary.id, viewer.mailboxes)
-        if path is None:
-            raise NotFound(summary.id)
-        try:
-            raw = yield self.run_blocking(lambda: _read(path))
-        except FileNotFoundError:
-            raise NotFound(summary.id) from None
-        return raw
+        """
+        The message's bytes. Its file may be renamed between finding and reading it (another
+        request marking it read moves it from C{new/} to C{cur/}): then it is looked up once
+        more, after the index has followed the rename.
+        """
+        for _ in range(2):
+            path = yield self.index.path(summary.id, viewer.mailboxes)
+            if path is None:
+                break
+            try:
+                raw = yield self.run_blocking(functools.partial(_read, path))
+            except FileNotFoundError:
+                continue
+            return raw
+        raise NotFound(summary.id)
 
     @inlineCallbacks
     def _view(self, summary: Summary, viewer: Viewer) -> Any:
