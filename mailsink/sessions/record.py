@@ -14,9 +14,10 @@ cut to L{MAX_TEXT} octets (200 lines, under 64 KB), with the count of those left
 from __future__ import annotations
 
 import collections
+import itertools
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -36,9 +37,8 @@ FAILED_PROBLEMS = frozenset({"tls-on-plaintext", "plaintext-on-implicit",
 """Problems that mean the client never got to deliver, whatever it sent."""
 
 
-@attrs.frozen
-class Entry:
-    """One line of a transcript."""
+class Entry(NamedTuple):
+    """One line of a transcript (a named tuple: one is made per line of every session)."""
 
     time: float
     side: str
@@ -95,15 +95,20 @@ class Session:
         return {**self.summary_json(), "Transcript": entries}
 
 
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
 def new_session_id() -> str:
-    """Short, URL-safe and unguessable (a session ID is no secret, but need not be listed)."""
-    return secrets.token_hex(8)
+    """16 hex digits: this run's random prefix and a counter (unique, cheap, URL-safe)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
 def _cut(text: str) -> str:
     """C{text}, or as much of it as fits in L{MAX_TEXT} UTF-8 octets with the count cut."""
-    if len(text) <= MAX_TEXT and len(text.encode("utf-8")) <= MAX_TEXT:
-        return text
+    if len(text) <= MAX_TEXT // 4 or (len(text) <= MAX_TEXT
+                                       and len(text.encode("utf-8")) <= MAX_TEXT):
+        return text  # a character is at most 4 octets: short text needs no encoding
     room = MAX_TEXT - len(f"… ({len(text)} more characters)".encode())
     kept = text[:room].encode("utf-8")[:room].decode("utf-8", "ignore")
     return f"{kept}… ({len(text) - len(kept)} more characters)"
@@ -151,9 +156,12 @@ class SessionRecorder:
         self._add(CLIENT, text)
 
     def server_said(self, code: int, text: str) -> None:
-        lines = text.split("\n")
-        self._add(SERVER, "\n".join([f"{code}-{line}" for line in lines[:-1]]
-                                    + [f"{code} {lines[-1]}"]))
+        if "\n" in text:
+            lines = text.split("\n")
+            self._add(SERVER, "\n".join([f"{code}-{line}" for line in lines[:-1]]
+                                        + [f"{code} {lines[-1]}"]))
+        else:
+            self._add(SERVER, f"{code} {text}")
         if code >= 400:
             self.last_error = (code, text.split("\n", 1)[0], self.last_command)
             self.refused_since_stored = True
