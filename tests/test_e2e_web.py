@@ -93,6 +93,25 @@ def load_playwright() -> Any:
     return sync_api
 
 
+def open_page(test: unittest.TestCase, problems: list[str], **context: Any) -> Any:
+    """
+    A page in headless Chromium, stopped by C{test}'s cleanups, its page errors noted in
+    C{problems}; C{context} goes to C{new_context} (viewport 1280 x 800 unless given).
+    """
+    sync_api = load_playwright()
+    playwright = sync_api.sync_playwright().start()
+    test.addCleanup(playwright.stop)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                         timeout=LAUNCH_TIMEOUT_MS)
+    test.addCleanup(browser.close)
+    context.setdefault("viewport", {"width": 1280, "height": 800})
+    browser_context = browser.new_context(**context)
+    browser_context.set_default_timeout(STEP_TIMEOUT_MS)
+    page = browser_context.new_page()
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    return page
+
+
 def html_message() -> EmailMessage:
     message = EmailMessage()
     message["From"] = "Web Tester <app@example.com>"
@@ -122,16 +141,8 @@ def plain_message() -> EmailMessage:
 class WebViewTests(unittest.TestCase):
     def setUp(self) -> None:
         self.sync_api = load_playwright()
-        self.playwright = self.sync_api.sync_playwright().start()
-        self.addCleanup(self.playwright.stop)
-        browser = self.playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS)
-        self.addCleanup(browser.close)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        context.set_default_timeout(STEP_TIMEOUT_MS)
-        self.page = context.new_page()
         self.problems: list[str] = []
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page = open_page(self, self.problems)
         self.deletes: list[str] = []
         self.page.on("request", self._note_request)
 

@@ -38,13 +38,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from daemon import Daemon, free_port, http_json
-from test_e2e_web import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    LAUNCH_TIMEOUT_MS,
-    STEP_TIMEOUT_MS,
-    load_playwright,
-)
+from test_e2e_web import load_playwright, open_page
 
 SMTP_TIMEOUT = 10.0
 SPAMD = "/usr/sbin/spamd"
@@ -151,17 +145,9 @@ class _ChromiumTest(unittest.TestCase):
     def setUp(self) -> None:
         self.sync_api = load_playwright()
         self.expect = self.sync_api.expect
-        playwright = self.sync_api.sync_playwright().start()
-        self.addCleanup(playwright.stop)
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS)
-        self.addCleanup(browser.close)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        context.set_default_timeout(STEP_TIMEOUT_MS)
-        self.page = context.new_page()
         self.problems: list[str] = []
+        self.page = open_page(self, self.problems)
         self.console_errors: list[tuple[str, str]] = []  # (text, URL)
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
         self.page.on("console", lambda message: self.console_errors.append(
             (message.text, message.location.get("url", ""))) if message.type == "error" else None)
         self.lint_asked: list[str] = []  # message IDs, one per GET .../lint

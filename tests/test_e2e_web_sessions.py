@@ -27,13 +27,7 @@ import urllib.parse
 from typing import Any
 
 from daemon import Daemon, http_json
-from test_e2e_web import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    LAUNCH_TIMEOUT_MS,
-    STEP_TIMEOUT_MS,
-    load_playwright,
-)
+from test_e2e_web import load_playwright, open_page
 
 SMTP_TIMEOUT = 10.0
 SUBJECT = "Sessions e2e: delivered"
@@ -62,16 +56,8 @@ class SessionsViewTests(unittest.TestCase):
             "web": {"auth": "none"},
         })
         self.base = f"http://127.0.0.1:{self.daemon.ports['web']}"
-        playwright = self.sync_api.sync_playwright().start()
-        self.addCleanup(playwright.stop)
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=LAUNCH_TIMEOUT_MS)
-        self.addCleanup(browser.close)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        context.set_default_timeout(STEP_TIMEOUT_MS)
-        self.page = context.new_page()
         self.problems: list[str] = []
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page = open_page(self, self.problems)
         self.page.on("console", self._note_console)
 
     def _note_console(self, message: Any) -> None:

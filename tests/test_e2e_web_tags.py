@@ -15,13 +15,7 @@ import urllib.request
 from typing import Any
 
 from daemon import Daemon
-from test_e2e_web import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    LAUNCH_TIMEOUT_MS,
-    STEP_TIMEOUT_MS,
-    load_playwright,
-)
+from test_e2e_web import load_playwright, open_page
 
 SMTP_TIMEOUT = 10.0
 HTTP_TIMEOUT = 10.0
@@ -31,16 +25,8 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class WebTagTests(unittest.TestCase):
     def setUp(self) -> None:
         self.sync_api = load_playwright()
-        playwright = self.sync_api.sync_playwright().start()
-        self.addCleanup(playwright.stop)
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             timeout=LAUNCH_TIMEOUT_MS)
-        self.addCleanup(browser.close)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        context.set_default_timeout(STEP_TIMEOUT_MS)
-        self.page = context.new_page()
         self.problems: list[str] = []
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page = open_page(self, self.problems)
         self.page.on("console", lambda message: self.problems.append(
             f"console: {message.text}") if message.type == "error" else None)
         self.daemon = Daemon.for_test(self, {"smtp": {"tls": "none", "auth": "none"},
