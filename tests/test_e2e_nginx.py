@@ -36,13 +36,10 @@ from typing import Any
 from daemon import Daemon, free_port
 from test_e2e_web import (
     ATTACHMENT,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    LAUNCH_TIMEOUT_MS,
-    STEP_TIMEOUT_MS,
     SUBJECT,
     attached_message,
     load_playwright,
+    open_page,
     plain_message,
 )
 
@@ -262,25 +259,17 @@ class BehindNginxTests(unittest.TestCase):
                 f"nginx log (tail):\n{self.nginx.log()[-3000:]}")
 
     def test_page_list_message_and_live_update(self) -> None:
-        sync_api = load_playwright()
-        playwright = sync_api.sync_playwright().start()
-        self.addCleanup(playwright.stop)
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             timeout=LAUNCH_TIMEOUT_MS)
-        self.addCleanup(browser.close)
-        context = browser.new_context(http_credentials={"username": USER,
-                                                        "password": PASSWORD})
-        context.set_default_timeout(STEP_TIMEOUT_MS)
-        page = context.new_page()
+        expect = load_playwright().expect
         problems: list[str] = []
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page = open_page(self, problems,
+                         http_credentials={"username": USER, "password": PASSWORD})
         page.on("response", lambda response: problems.append(
             f"{response.status} {response.url}") if response.status >= 400 else None)
         outside: list[str] = []
         page.on("request", lambda request: outside.append(request.url)
                 if not request.url.startswith(self.proxied) else None)
         try:
-            self.check_page(sync_api.expect, page)
+            self.check_page(expect, page)
         except BaseException:
             print(f"page problems: {problems}\n{self.report()}")
             raise
