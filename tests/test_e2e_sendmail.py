@@ -16,12 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.parse
 from typing import Any, ClassVar
 
-from daemon import POLL_INTERVAL, Daemon, SharedDaemon, daemon_environment, free_port, http_json
+from daemon import Daemon, SharedDaemon, daemon_environment, free_port, http_json
 
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "mailsink-sendmail")
 SENDMAIL = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m",
@@ -49,7 +48,7 @@ def git_send_email_available() -> bool:
 
 
 class Api:
-    """The daemon's API, polled under a deadline (never a bare sleep)."""
+    """The daemon's API; waiting for a message is the API's own C{wait}."""
 
     daemon: Daemon
 
@@ -62,12 +61,7 @@ class Api:
     def message(self, subject: str) -> tuple[dict[str, Any], bytes]:
         """The one message with C{subject} (waited for): its JSON and its raw bytes."""
         query = urllib.parse.quote(f'subject:"{subject}"')
-        deadline = time.monotonic() + WAIT
-        while True:
-            found = self.get(f"search?query={query}")
-            if found["messages_count"] or time.monotonic() > deadline:
-                break
-            time.sleep(POLL_INTERVAL)
+        found = self.get(f"search?query={query}&wait={WAIT:g}")  # answered on arrival
         assert found["messages_count"] == 1, found
         ident = found["messages"][0]["ID"]
         return self.get(f"message/{ident}"), self.get(f"message/{ident}/raw")

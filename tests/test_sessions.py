@@ -52,11 +52,12 @@ from mailsink.sessions.record import (
     Session,
     SessionRecorder,
 )
+from mailsink.sessions.redact import transcript_line
 from mailsink.sessions.store import BATCH_DELAY, SessionDatabase, SessionFilter, SessionLog
 from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
-from mailsink.smtp.server import SMTPSettings, transcript_line
+from mailsink.smtp.server import SMTPSettings
 from mailsink.store.maildir import Maildir
 from mailsink.web.events import EventHub
 from tests.test_smtp_auth import TLSTransport

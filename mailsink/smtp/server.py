@@ -15,7 +15,6 @@ Twisted leaves (see C{shared/style.md}).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +29,13 @@ from twisted.mail.smtp import ESMTP
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsink.auth.sasl import MECHANISMS
 from mailsink.chaos import Chaos
 from mailsink.index.codec import message_id
 from mailsink.metrics import Metrics
 from mailsink.pipelining import PipelinedInput
 from mailsink.sessions.diagnosis import ListenerHints, diagnose, tls_on_plaintext_port
 from mailsink.sessions.record import Session, SessionRecorder
+from mailsink.sessions.redact import transcript_line
 from mailsink.smtp.auth import AuthSetup, SMTPAuthentication
 from mailsink.smtp.body import MAX_LINE, DataDecoder
 from mailsink.smtp.commands import Reply, parse_path
@@ -51,27 +50,6 @@ MAX_COMMAND_LINE = 16384
 """Longest command line: RFC 4954 asks for 12,288 octets of AUTH response, plus room."""
 
 _BEFORE_STARTTLS = frozenset({b"EHLO", b"HELO", b"STARTTLS", b"NOOP", b"RSET", b"QUIT"})
-_MECHANISMS = frozenset(mechanism.name for mechanism in MECHANISMS)
-"""The SASL mechanism names mailsink knows: any other word after AUTH is hidden."""
-_BASE64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
-                     rb"|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=")
-
-
-def transcript_line(line: bytes, command: bool = True) -> str:
-    """
-    A command line as the session's transcript keeps it: whatever follows AUTH's mechanism
-    name (or stands where it should be) is C{***}, however the words are spaced; so is a
-    line that is no command (C{command} false) but one base64 word -- a SASL response
-    sent after the AUTH that would have asked for it was refused (a pipelining client).
-    """
-    words = line.split(None, 2)
-    if not command and len(words) == 1 and _BASE64.fullmatch(words[0]):
-        return "***"
-    if not words or words[0].upper() != b"AUTH" or len(words) == 1:
-        return line.decode("utf-8", "replace")
-    if words[1].upper().decode("ascii", "replace") not in _MECHANISMS:
-        return "AUTH ***"  # a payload where the name should be, perhaps
-    return f"AUTH {words[1].decode('ascii')}{' ***' if len(words) > 2 else ''}"
 
 
 @attrs.frozen
