@@ -69,15 +69,7 @@ def find(daemon: Daemon, tag: str) -> int:
 
 class IMAPEndToEnd(SharedDaemon, TestCase):
     daemon_sections = SECTIONS
-
-    @classmethod
-    def _start_shared_daemon(cls) -> None:
-        if "daemon" in cls.__dict__:
-            return
-        daemon = Daemon(cls.daemon_sections, env=ENV)
-        cls.daemon = daemon
-        cls.addClassCleanup(daemon.close)
-        daemon.start()
+    daemon_env = ENV
 
     def test_logindisabled_before_starttls(self) -> None:
         client = imaplib.IMAP4("127.0.0.1", self.daemon.ports["imap"],

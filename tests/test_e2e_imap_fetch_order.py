@@ -10,22 +10,14 @@ import email
 import re
 import uuid
 
-from daemon import Daemon, SharedDaemon
+from daemon import SharedDaemon
 from test_e2e_imap import ENV, SECTIONS, deliver, starttls_client
 from twisted.trial.unittest import TestCase
 
 
 class FetchOrderEndToEnd(SharedDaemon, TestCase):
     daemon_sections = SECTIONS
-
-    @classmethod
-    def _start_shared_daemon(cls) -> None:
-        if "daemon" in cls.__dict__:
-            return
-        daemon = Daemon(cls.daemon_sections, env=ENV)
-        cls.daemon = daemon
-        cls.addClassCleanup(daemon.close)
-        daemon.start()
+    daemon_env = ENV
 
     def test_uid_before_the_literal(self) -> None:
         """The issue's script: Message-IDs by UID from a UID FETCH of header fields."""

@@ -69,13 +69,7 @@ class Client(TestCase):
 
 class LongLineTests(SharedDaemon, Client):
     daemon_sections = SECTIONS
-
-    @classmethod
-    def _start_shared_daemon(cls) -> None:
-        if "daemon" not in cls.__dict__:
-            cls.daemon = Daemon(cls.daemon_sections, env={"MAILSINK_AUTH": USERS})
-            cls.addClassCleanup(cls.daemon.close)  # type: ignore[attr-defined]
-            cls.daemon.start()
+    daemon_env = {"MAILSINK_AUTH": USERS}
 
     def test_five_megabyte_header_line(self) -> None:
         tag = uuid.uuid4().hex

@@ -17,7 +17,7 @@ import time
 from typing import Any, ClassVar
 from unittest import mock
 
-from daemon import POLL_INTERVAL, Daemon, SharedDaemon, http_json, unverified_context
+from daemon import POLL_INTERVAL, SharedDaemon, http_json, unverified_context
 from imap_response import check_body, check_envelope, fetch_responses, from_imaplib
 from odd_messages import SAMPLES
 from twisted.trial.unittest import TestCase
@@ -42,6 +42,7 @@ ITEMS = ("(UID FLAGS RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[] BODY.PE
 
 class MalformedEndToEnd(SharedDaemon, TestCase):
     daemon_sections = SECTIONS
+    daemon_env: ClassVar[dict[str, str]] = {"MAILSINK_AUTH": f"{USER}:{PASSWORD}"}
     stored: ClassVar[dict[str, bytes]]
     """Message ID (as the API and C{mailsink ls} give it) -> the bytes in the Maildir."""
     uids: ClassVar[dict[int, bytes]]
@@ -50,10 +51,8 @@ class MalformedEndToEnd(SharedDaemon, TestCase):
     def _start_shared_daemon(cls) -> None:
         if "daemon" in cls.__dict__:
             return
-        daemon = Daemon(cls.daemon_sections, env={"MAILSINK_AUTH": f"{USER}:{PASSWORD}"})
-        cls.daemon = daemon
-        cls.addClassCleanup(daemon.close)
-        daemon.start()
+        super()._start_shared_daemon()
+        daemon = cls.daemon
         cls.stored, cls.uids = {}, {}
         for number, raw in enumerate(SAMPLES.values(), 1):
             base = f"{1600000000 + number}.M{number}P1Q1.odd"
