@@ -38,6 +38,7 @@ from twisted.python.threadpool import ThreadPool
 from mailsink.index.catchup import CatchUp
 from mailsink.index.codec import Changes, Loc, Page, Parsed, Stats
 from mailsink.index.db import IndexStore
+from mailsink.index.shared_answers import SharedAnswers
 from mailsink.index.tag_rules import NO_RULES, TagRules
 from mailsink.index.tags import (
     Plan,
@@ -106,9 +107,9 @@ class MessageIndex:
         self._kick_call: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
         self._catch_up = CatchUp(self._clock)
-        self._tag_counts: dict[frozenset[str] | None,
-                               dict[str, int] | list[Deferred[dict[str, int]]]] = {}
-        """L{tag_counts} answers (or who waits for one in flight) until the index changes."""
+        self._tag_counts: SharedAnswers[frozenset[str] | None, dict[str, int]] = \
+            SharedAnswers(lambda key: self._db(tag_counts, self._store, key), dict)
+        """L{tag_counts} answers, shared until the index changes."""
         self.awaited: Callable[[], bool] = lambda: False
         """Whether someone waits for new mail right now (API C{wait}): no gathering pause."""
         self._in_step: list[Loc] = []
@@ -341,7 +342,7 @@ class MessageIndex:
 
     def _step_done(self, _: object) -> None:
         self._busy = False
-        self._tag_counts = {}  # a step may change rows without events (the first build)
+        self._tag_counts.forget()  # a step may change rows without events (the first build)
         self._catch_up.settle(self._in_step)
         self._in_step = []
         if self._stopping:
@@ -357,7 +358,7 @@ class MessageIndex:
 
     def _publish(self, events: list[tuple[str, Any]]) -> None:
         if events:
-            self._tag_counts = {}
+            self._tag_counts.forget()
         for kind, payload in events:
             for subscriber in list(self._subscribers):
                 try:
@@ -457,32 +458,7 @@ class MessageIndex:
         one count serves all the requests asking until the index next changes (200 waiting
         requests answered by one message ask once, not 200 times).
         """
-        key = _frozen(mailboxes)
-        asked: Deferred[dict[str, int]] = Deferred()
-        known = self._tag_counts.get(key)
-        if isinstance(known, dict):
-            asked.callback(dict(known))
-            return asked
-        if known is not None:  # a count in flight: wait for it too
-            known.append(asked)
-            return asked
-        waiters = self._tag_counts[key] = [asked]
-        counts_now = self._tag_counts
-
-        def counted(outcome: dict[str, int] | Failure) -> None:
-            if isinstance(outcome, Failure):
-                if counts_now.get(key) is waiters:
-                    del counts_now[key]
-                for waiter in waiters:
-                    waiter.errback(outcome)
-                return
-            if counts_now.get(key) is waiters:
-                counts_now[key] = outcome
-            for waiter in waiters:
-                waiter.callback(dict(outcome))
-
-        self._db(tag_counts, self._store, key).addBoth(counted)
-        return asked
+        return self._tag_counts.ask(_frozen(mailboxes))
 
     def set_tags(self, ids: list[str], tags: list[str],
                  mailboxes: Collection[str] | None) -> Deferred[None]:
