@@ -26,7 +26,7 @@ class MaildirMessage:
     def __init__(self, maildir: str) -> None:
         name = f"{time.time_ns()}.{os.getpid()}_{next(_serial)}.{socket.gethostname()}"
         self.tmp, self.new = (os.path.join(maildir, d, name) for d in ("tmp", "new"))
-        self.file = open(self.tmp, "wb")  # noqa: SIM115 -- closed at the end of DATA
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 -- closed when DATA ends or fails
 
     def lineReceived(self, line: bytes) -> None:
         self.file.write(line + b"\n")
