@@ -37,6 +37,7 @@ from mailsink.checks.link_check import LinkChecker
 from mailsink.checks.spamc import Spamd
 from mailsink.config import Config, ConfigError, Listener
 from mailsink.index.message_index import MessageIndex
+from mailsink.index.parser import ProcessParser, ThreadParser
 from mailsink.message import mime
 from mailsink.metrics import Metrics
 from mailsink.realm import build_portal
@@ -198,8 +199,9 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
     if not (config.enabled_listeners("web") or settings.max_messages or settings.max_age
             or auto_relay):
         return None
+    parser = ProcessParser(reactor, fallback=ThreadParser(reactor, mime.facts))
     index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor,
-                         tag_rules=config.tags)
+                         tag_rules=config.tags, parser=parser)
     service = IndexService(index, settings.maildir, settings.max_messages, settings.max_age,
                            metrics)
     store.maildir.delivered = service.delivered

@@ -22,6 +22,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from mailsink.index import message_index as index_module
+from mailsink.index import reading
 from mailsink.index.codec import (
     Parsed,
     facts_from_json,
@@ -245,7 +246,7 @@ class BuildTests(IndexTestCase):
         mid = self.write("big", extra="X-Pad: " + "x" * 600_000 + "\n")
         index = yield self.started(facts_of=measuring)
         summary = yield index.get(mid, None)
-        self.assertEqual(seen, [index_module.PARSE_LIMIT])
+        self.assertEqual(seen, [reading.PARSE_LIMIT])
         self.assertGreater(summary.size, 600_000)
 
     @inlineCallbacks

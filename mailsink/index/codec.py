@@ -93,7 +93,7 @@ def schema_fingerprint() -> str:
 
 def facts_to_json(facts: Facts) -> str:
     """Compact JSON of C{facts}: fields at their default values are left out."""
-    return json.dumps(_encode(facts), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(facts_to_data(facts), ensure_ascii=False, separators=(",", ":"))
 
 
 def _encode(value: Any) -> Any:
@@ -112,7 +112,17 @@ def _encode(value: Any) -> Any:
 
 def facts_from_json(text: str) -> Facts:
     """The L{Facts} that L{facts_to_json} wrote (unknown keys are ignored)."""
-    data = json.loads(text)
+    return facts_from_data(json.loads(text))
+
+
+def facts_to_data(facts: Facts) -> dict[str, Any]:
+    """L{Facts} as JSON-ready data (what L{facts_to_json} writes, not yet a string)."""
+    data: dict[str, Any] = _encode(facts)
+    return data
+
+
+def facts_from_data(data: dict[str, Any]) -> Facts:
+    """The L{Facts} of L{facts_to_data}'s data (unknown keys are ignored)."""
     names = {field.name for field in attrs.fields(Facts)}
     values: dict[str, Any] = {}
     for name, value in data.items():

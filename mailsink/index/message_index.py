@@ -10,9 +10,10 @@ another host of a shared volume). Read state is the Maildir C{S} flag; deleting 
 the file.
 
 Threads: every SQLite call runs in one dedicated thread (L{IndexStore}); reading and
-parsing message files runs in a second one; the reactor thread only queues work and
-publishes events. Changes found on disk go through one queue processed one batch at a
-time (each batch: find what is new, parse it, store it), so a file is parsed once.
+parsing message files is the parser's (L{mailsink.index.parser}: a child process in the
+daemon, else a second thread); the reactor thread only queues work and publishes events.
+Changes found on disk go through one queue processed one batch at a time (each batch: find
+what is new, parse it, store it), so a file is parsed once.
 
 Message IDs (see L{mailsink.index.codec.message_id}): the Maildir unique name without its
 C{:2,FLAGS} info when it is made of C{[A-Za-z0-9._-]}, else C{"x"} and its URL-safe
@@ -36,8 +37,10 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from mailsink.index.catchup import CatchUp
-from mailsink.index.codec import Changes, Loc, Page, Parsed, Stats
+from mailsink.index.codec import Changes, Loc, Page, Stats
 from mailsink.index.db import IndexStore
+from mailsink.index.parser import Parser, ThreadParser
+from mailsink.index.reading import FactsOf
 from mailsink.index.shared_answers import SharedAnswers
 from mailsink.index.tag_rules import NO_RULES, TagRules
 from mailsink.index.tags import (
@@ -50,14 +53,12 @@ from mailsink.index.tags import (
     tag_counts,
 )
 from mailsink.index.watch import Watcher
-from mailsink.message.shapes import Facts, Summary
+from mailsink.message.shapes import Summary
 
 __all__ = ["MessageIndex", "Page", "Stats"]
 
 log = Logger()
 
-PARSE_LIMIT = 256 * 1024
-"""Bytes of a message (headers and the start of the body) read to learn its facts."""
 BATCH = 200
 """Files parsed and stored per step; every step commits, so the index fills progressively."""
 RESCAN_INTERVAL = 2.0
@@ -68,7 +69,6 @@ CATCH_UP_TIMEOUT = 2.0
 CHUNK = 500
 """Messages renamed or deleted per database-thread call, so queries interleave."""
 
-FactsOf = Callable[[bytes], Facts]
 Subscriber = Callable[[str, Any], None]
 
 
@@ -83,15 +83,15 @@ class MessageIndex:
     def __init__(self, maildir_root: str, state_dir: str, facts_of: FactsOf, reactor: Any,
                  clock: IReactorTime | None = None, *, facts_version: str = "",
                  inotify: bool = True, rescan_interval: float = RESCAN_INTERVAL,
-                 tag_rules: TagRules = NO_RULES) -> None:
+                 tag_rules: TagRules = NO_RULES, parser: Parser | None = None) -> None:
         self.db_path = os.path.join(state_dir, "index.sqlite3")
         self._store = IndexStore(maildir_root, self.db_path, facts_version, tag_rules)
-        self._facts_of = facts_of
         self._reactor = reactor
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._rescan_interval = rescan_interval
         self._db_pool = ThreadPool(1, 1, "mailsink-index-db")
-        self._parse_pool = ThreadPool(1, 1, "mailsink-index-parse")
+        self._parser: Parser = parser if parser is not None else ThreadParser(reactor,
+                                                                              facts_of)
         self._watcher = Watcher(reactor, maildir_root, self._file_event,
                                 self._folder_event) if inotify else None
         self._subscribers: list[Subscriber] = []
@@ -134,7 +134,7 @@ class MessageIndex:
         The reconcile with the disk goes on in the background: see L{when_ready}.
         """
         self._db_pool.start()
-        self._parse_pool.start()
+        self._parser.start()
         yield self._db(self._store.open)
         self._open = True
         self._rescan_wanted = "initial"
@@ -171,8 +171,7 @@ class MessageIndex:
         if self._db_pool.started:
             yield self._db(self._store.close)
             self._db_pool.stop()
-        if self._parse_pool.started:
-            self._parse_pool.stop()
+        yield self._parser.stop()
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """
@@ -318,9 +317,8 @@ class MessageIndex:
         self._publish(changes.events)
         if not changes.to_parse:
             return
-        parsed = yield deferToThreadPool(self._reactor, self._parse_pool, read_facts,
-                                         self._store.folders.path, changes.to_parse,
-                                         self._facts_of)
+        path = self._store.folders.path
+        parsed = yield self._parser.parse([(loc, path(loc)) for loc in changes.to_parse])
         stored: Changes = yield self._db(self._store.insert, parsed)
         if publish:
             self._publish(stored.events)
@@ -560,22 +558,3 @@ def _take(queue: dict[Loc, None], count: int) -> list[Loc]:
 def _frozen(mailboxes: Collection[str] | None) -> frozenset[str] | None:
     return None if mailboxes is None else frozenset(mailboxes)
 
-
-def read_facts(path_of: Callable[[Loc], str], locs: list[Loc],
-               facts_of: FactsOf) -> list[Parsed]:
-    """Read the start of each file and parse it (parse thread); vanished files are skipped."""
-    parsed = []
-    for loc in locs:
-        try:
-            with open(path_of(loc), "rb") as stream:
-                info = os.fstat(stream.fileno())
-                head = stream.read(PARSE_LIMIT)
-        except OSError:
-            continue
-        try:
-            facts = facts_of(head)
-        except Exception:
-            log.failure("cannot parse {path}; indexing it without its facts", path=path_of(loc))
-            facts = Facts()
-        parsed.append(Parsed(loc, info.st_size, info.st_mtime_ns, facts))
-    return parsed
