@@ -116,7 +116,7 @@ class SynchronousMaildirTests(TestCase):
         def broken_sync() -> None:
             raise OSError(5, "Input/output error")
 
-        self.patch(self.maildir, "sync_new", broken_sync)
+        self.patch(self.maildir, "fsync_new", broken_sync)
         message = self.maildir.new_message()
         message.write(b"x\n")
         self.failureResultOf(message.finish(), StoreError)
@@ -231,6 +231,87 @@ class ThreadedGroupCommitTests(TestCase):
         for name in names:
             with open(os.path.join(folder, "new", name), "rb") as stream:
                 self.assertRegex(stream.read().decode(), re.compile(r"^message \d+\n$"))
+
+
+class GroupCommitOrderTests(TestCase):
+    """Held worker calls, run by hand: which fsync of C{new/} answers which message."""
+
+    def setUp(self) -> None:
+        self.folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.folder)
+        self.held: list[tuple[Any, Deferred[Any]]] = []
+
+        def hold(work: Any) -> Deferred[Any]:
+            waiting: Deferred[Any] = Deferred()
+            self.held.append((work, waiting))
+            return waiting
+
+        self.maildir = Maildir(self.folder, hold)
+        self.maildir.create()
+        self.syncs = 0
+        real = self.maildir.fsync_new
+
+        def counted() -> None:
+            self.syncs += 1
+            real()
+
+        self.patch(self.maildir, "fsync_new", counted)
+
+    def run_held(self) -> None:
+        """Run the calls held so far (those they cause are held again)."""
+        batch, self.held = self.held, []
+        for work, waiting in batch:
+            waiting.callback(work())
+
+    def finished(self, text: bytes) -> Deferred[str]:
+        message = self.maildir.new_message()
+        message.write(text)
+        return message.finish()
+
+    def test_messages_waiting_while_an_fsync_runs_share_the_next(self) -> None:
+        done = [self.finished(b"%d\n" % n) for n in range(4)]
+        self.run_held()  # four commits: the first starts an fsync, three wait for the next
+        self.assertEqual(len(self.held), 1)
+        self.run_held()
+        self.successResultOf(done[0])
+        self.assertFalse(any(d.called for d in done[1:]))
+        self.run_held()
+        self.assertEqual(self.syncs, 2)
+        self.assertEqual(len({self.successResultOf(d) for d in done}), 4)
+
+    def test_a_rename_during_an_fsync_waits_for_the_next_one(self) -> None:
+        first = self.finished(b"first\n")
+        self.run_held()  # commit; the fsync is held
+        (fsync, running), = self.held
+        self.held = []
+        second = self.finished(b"second\n")
+        self.run_held()  # second's commit: its rename came after that fsync began
+        self.assertEqual(self.held, [])
+        running.callback(fsync())
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.assertEqual(len(self.held), 1)  # the next fsync, for the second only
+        self.run_held()
+        self.successResultOf(second)
+        self.assertEqual(self.syncs, 2)
+
+    def test_a_failed_fsync_fails_and_removes_everything_it_served(self) -> None:
+        def broken() -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(self.maildir, "fsync_new", broken)
+        done = [self.finished(b"%d\n" % n) for n in range(2)]
+        while self.held:
+            self.run_held_tolerant()
+        for waiting in done:
+            self.failureResultOf(waiting, StoreError)
+        self.assertEqual(os.listdir(os.path.join(self.folder, "new")), [])
+        self.assertEqual(os.listdir(os.path.join(self.folder, "tmp")), [])
+
+    def run_held_tolerant(self) -> None:
+        batch, self.held = self.held, []
+        for work, waiting in batch:
+            maybeDeferred(work).chainDeferred(waiting)
 
 
 class AbortTwiceTests(TestCase):

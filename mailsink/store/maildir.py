@@ -2,7 +2,8 @@
 The store: a standard Maildir (C{cur/ new/ tmp/}) written durably.
 
 A message is streamed to C{tmp/}, fsynced, renamed into C{new/}, and C{new/} itself is
-fsynced before the returned L{Deferred} fires: only then may SMTP say 250. All file work
+fsynced before the returned L{Deferred} fires: only then may SMTP say 250. Deliveries
+share that last fsync (group commit, coordinated on the reactor thread). All file work
 runs in a thread pool given by the caller (C{run_blocking}), never on the reactor thread.
 The store knows nothing of SMTP; trace headers are the caller's bytes like any others.
 """
@@ -14,7 +15,6 @@ import itertools
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from mailsink.threads import RunBlocking
 
@@ -59,7 +60,7 @@ class Maildir:
         self.delivered = delivered
         """Told the path of each message once it is durably in C{new/} (reactor thread)."""
         self._host = maildir_hostname()
-        self._new_sync = _GroupSync(os.path.join(path, "new"))
+        self._new_sync = _GroupSync(lambda: self.fsync_new(), run_blocking)
 
     def create(self) -> None:
         """Make C{cur/ new/ tmp/} (mode 0700) if missing; blocking, for start-up."""
@@ -118,9 +119,17 @@ class Maildir:
         """Run C{work} off the reactor thread."""
         return self._run_blocking(work)
 
-    def sync_new(self) -> None:
-        """Make renames into C{new/} durable (called in a worker thread; batched)."""
-        self._new_sync.sync()
+    def fsync_new(self) -> None:
+        """Make renames into C{new/} durable now (blocking: a worker thread's call)."""
+        fd = os.open(os.path.join(self.path, "new"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def new_synced(self) -> Deferred[None]:
+        """Fires once an fsync of C{new/} that began after this call is done."""
+        return self._new_sync.request()
 
 
 class IncomingMessage:
@@ -177,6 +186,7 @@ class IncomingMessage:
                 return
             chunks, self._buffer, self._buffered = self._buffer, [], 0
             commit = self._maildir.run_blocking(lambda: self._commit(chunks))
+            commit.addCallback(lambda _: self._maildir.new_synced().addErrback(self._unrename))
             commit.addCallbacks(self._committed, self._failed_commit(done),
                                 callbackArgs=(done,))
 
@@ -224,6 +234,12 @@ class IncomingMessage:
             self._paused = False
             self._producer.resumeProducing()
 
+    def _unrename(self, failure: Failure) -> Deferred[None]:
+        """C{new/} could not be synced: the file must not stay there unacknowledged."""
+        final_path = os.path.join(self._maildir.path, "new", self.name)
+        removed = self._maildir.run_blocking(lambda: _unlink_quietly(final_path))
+        return removed.addBoth(lambda _: failure)
+
     def _committed(self, _: object, done: Deferred[str]) -> None:
         if self._maildir.delivered is not None:
             self._maildir.delivered(os.path.join(self._maildir.path, "new", self.name))
@@ -256,13 +272,7 @@ class IncomingMessage:
             os.fsync(fd)
         finally:
             os.close(fd)
-        final_path = os.path.join(self._maildir.path, "new", self.name)
-        os.rename(self._tmp_path, final_path)
-        try:
-            self._maildir.sync_new()
-        except OSError:
-            os.unlink(final_path)
-            raise
+        os.rename(self._tmp_path, os.path.join(self._maildir.path, "new", self.name))
 
     def _remove_tmp(self) -> None:
         fd, self._fd = self._fd, None
@@ -285,49 +295,42 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
                 written = 0
 
 
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 class _GroupSync:
     """
-    Group commit for a directory's fsync: callers in worker threads wait for one fsync
-    that began after their rename, so concurrent deliveries share one disk flush.
+    Group commit for a directory's fsync, coordinated on the reactor thread: a request
+    waits for the next fsync that starts after it; one runs at a time, in a worker thread,
+    and serves everyone who asked while the previous one ran.
     """
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._condition = threading.Condition()
-        self._requested = 0
-        self._completed = 0
-        self._failed: tuple[int, OSError] | None = None
+    def __init__(self, fsync: Callable[[], None], run_blocking: RunBlocking) -> None:
+        self._fsync = fsync
+        self._run_blocking = run_blocking
+        self._waiting: list[Deferred[None]] = []
         self._running = False
 
-    def sync(self) -> None:
-        with self._condition:
-            self._requested += 1
-            ticket = self._requested
-            while True:
-                if self._completed >= ticket:
-                    return
-                if self._failed is not None and self._failed[0] >= ticket:
-                    raise self._failed[1]
-                if not self._running:
-                    self._running = True
-                    target = self._requested
-                    break
-                self._condition.wait()
-        error: OSError | None = None
-        try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as failure:
-            error = failure
-        with self._condition:
-            self._running = False
-            if error is None:
-                self._completed = target
+    def request(self) -> Deferred[None]:
+        synced: Deferred[None] = Deferred()
+        self._waiting.append(synced)
+        if not self._running:
+            self._start()
+        return synced
+
+    def _start(self) -> None:
+        self._running = True
+        batch, self._waiting = self._waiting, []
+        self._run_blocking(self._fsync).addBoth(self._done, batch)
+
+    def _done(self, result: object, batch: list[Deferred[None]]) -> None:
+        self._running = False
+        if self._waiting:
+            self._start()
+        for synced in batch:
+            if isinstance(result, Failure):
+                synced.errback(result)
             else:
-                self._failed = (target, error)
-            self._condition.notify_all()
-        if error is not None:
-            raise error
+                synced.callback(None)

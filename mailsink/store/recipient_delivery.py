@@ -150,7 +150,7 @@ def _link_all(source: str, targets: list[tuple[Maildir, str]]) -> list[str]:
                 _copy(source, maildir.path, name)
             done.append(path)
         for maildir, _ in targets:
-            maildir.sync_new()
+            maildir.fsync_new()
     except OSError:
         for path in done:
             _unlink(path)
