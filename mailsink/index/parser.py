@@ -36,6 +36,8 @@ RESTARTS = 3
 RESTART_WINDOW = 60.0
 """A child that dies this many times within this many seconds is not started again."""
 STOP_TIMEOUT = 5.0
+ERROR_LINE_LIMIT = 4096
+"""Bytes kept of a stderr line still without its end."""
 
 
 class Parser(Protocol):
@@ -106,10 +108,9 @@ class ProcessParser:
 
     def stop(self) -> Deferred[None]:
         self._stopping = True
-        stopped = self._fallback.stop()
-        if self._child is not None:
-            return self._child.finish().addCallback(lambda _: stopped)
-        return stopped
+        if self._child is not None:  # what it leaves unanswered goes to the fallback first
+            return self._child.finish().addCallback(lambda _: self._fallback.stop())
+        return self._fallback.stop()
 
     # Called by the child's protocol.
 
@@ -141,6 +142,7 @@ class _Child(ProcessProtocol):
         self._reactor = owner._reactor
         self._waiting: deque[tuple[Files, Deferred[list[Parsed]], IDelayedCall]] = deque()
         self._buffer = b""
+        self._errors = b""
         self._ended: Deferred[None] = Deferred()
         self._over = False
         self._stop_timer: IDelayedCall | None = None
@@ -148,7 +150,7 @@ class _Child(ProcessProtocol):
     def ask(self, files: Files) -> Deferred[list[Parsed]]:
         answered: Deferred[list[Parsed]] = Deferred()
         timer = self._reactor.callLater(REQUEST_TIMEOUT, self._kill,
-                                        f"no answer within {REQUEST_TIMEOUT:.0f}s")
+                                        f"no answer within {REQUEST_TIMEOUT:g}s")
         self._waiting.append((files, answered, timer))
         request = json.dumps([path for _, path in files]).encode("ascii") + b"\n"
         assert self.transport is not None
@@ -184,12 +186,15 @@ class _Child(ProcessProtocol):
             answered.callback(parsed)
 
     def errReceived(self, data: bytes) -> None:
-        for line in data.decode("utf-8", "replace").splitlines():
-            if line.strip():
-                log.warn("index parse worker: {line}", line=line.rstrip())
+        """Each whole line is a warning (a traceback arrives in pieces)."""
+        lines = (self._errors + data).split(b"\n")
+        self._errors = lines.pop()[-ERROR_LINE_LIMIT:]
+        for line in lines:
+            _warn(line)
 
     def processEnded(self, reason: Failure) -> None:
         self._over = True
+        _warn(self._errors)
         if self._stop_timer is not None and self._stop_timer.active():
             self._stop_timer.cancel()
         waiting, self._waiting = self._waiting, deque()
@@ -211,6 +216,12 @@ class _Child(ProcessProtocol):
             self.transport.signalProcess("KILL")
         except ProcessExitedAlready:
             pass
+
+
+def _warn(line: bytes) -> None:
+    text = line.decode("utf-8", "replace").rstrip()
+    if text.strip():
+        log.warn("index parse worker: {line}", line=text)
 
 
 def _decode(files: Files, line: bytes) -> list[Parsed]:
