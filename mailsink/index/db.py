@@ -65,6 +65,8 @@ _INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' 
 _UPDATE = ("UPDATE messages SET mailbox = ?, subdir = ?, filename = ?, read = ?, size = ?, "
            f"mtime_ns = ?, attachments = ?, {', '.join(c + ' = ?' for c in SEARCH_COLUMNS)}, "
            "facts = ? WHERE id = ?")
+_IDS_PER_QUERY = 500
+"""Below SQLite's limit on bound parameters in one statement."""
 _SUMMARY = "SELECT id, mailbox, read, created, size, facts FROM messages"
 _NEWEST = "ORDER BY created DESC, id DESC"
 
@@ -212,9 +214,11 @@ class IndexStore:
         if not self._counts:  # nothing indexed (a cold build): every file is new
             changes.to_parse.extend(appeared)
             appeared = ()
+        appeared = list(appeared)
+        known = self._locs_of([message_id(split_name(loc[2])[0]) for loc in appeared])
         for loc in appeared:
             mid = message_id(split_name(loc[2])[0])
-            row = self._loc_of(mid)
+            row = known.pop(mid) if mid in known else self._loc_of(mid)
             if row is None:
                 changes.to_parse.append(loc)
             elif row[0] == loc:
@@ -237,9 +241,10 @@ class IndexStore:
     def insert(self, parsed: list[Parsed]) -> Changes:
         """Index files parsed outside this thread (new, or parsed again)."""
         changes = Changes()
+        known = self._locs_of([message_id(split_name(item.loc[2])[0]) for item in parsed])
         for item in parsed:
             try:
-                self._insert(item, changes)
+                self._insert(item, changes, known)
             except (UnicodeError, ValueError, OverflowError, sqlite3.InterfaceError):
                 # Facts SQLite cannot take (a lone surrogate, say) must not stall the index:
                 # the message is listed without them, as an unparsable one is.
@@ -249,11 +254,15 @@ class IndexStore:
         self.conn.commit()
         return changes
 
-    def _insert(self, item: Parsed, changes: Changes) -> None:
-        """Index one parsed file (its events into C{changes}); committed by the caller."""
+    def _insert(self, item: Parsed, changes: Changes,
+                known: dict[str, tuple[Loc, Any] | None] | None = None) -> None:
+        """
+        Index one parsed file (its events into C{changes}); committed by the caller.
+        C{known}: rows looked up beforehand (L{_locs_of}), each used once.
+        """
         base, _ = split_name(item.loc[2])
         mid = message_id(base)
-        row = self._loc_of(mid)
+        row = known.pop(mid) if known and mid in known else self._loc_of(mid)
         if row is not None and row[0] != item.loc:
             if self._exists(row[0]):
                 self._duplicate(mid, row[0], item.loc)
@@ -283,6 +292,19 @@ class IndexStore:
             if summary is not None:
                 changes.events.append(("update", summary))
         self.folders.note_fresh(item.loc, item.size, item.mtime_ns)
+
+    def _locs_of(self, mids: list[str]) -> dict[str, tuple[Loc, Any] | None]:
+        """L{_loc_of} for many IDs in a few queries (a batch of new mail costs one)."""
+        found: dict[str, tuple[Loc, Any] | None] = dict.fromkeys(mids)
+        unique = list(found)
+        for at in range(0, len(unique), _IDS_PER_QUERY):
+            chunk = unique[at:at + _IDS_PER_QUERY]
+            rows = self.conn.execute(
+                "SELECT id, mailbox, subdir, filename, size, mtime_ns FROM messages "
+                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+            for row in rows:
+                found[row[0]] = ((row[1], row[2], row[3]), row[1:])
+        return found
 
     def _loc_of(self, mid: str) -> tuple[Loc, int] | None:
         row = self.conn.execute("SELECT mailbox, subdir, filename, size, mtime_ns "

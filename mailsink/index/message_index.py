@@ -318,8 +318,8 @@ class MessageIndex:
         if not changes.to_parse:
             return
         path = self._store.folders.path
-        parsed = yield self._parser.parse([(loc, path(loc)) for loc in changes.to_parse])
-        stored: Changes = yield self._db(self._store.insert, parsed)
+        batch = yield self._parser.parse([(loc, path(loc)) for loc in changes.to_parse])
+        stored: Changes = yield self._db(lambda: self._store.insert(batch()))
         if publish:
             self._publish(stored.events)
         if publish and any(kind == "new" for kind, _ in stored.events):

@@ -1,16 +1,20 @@
 """
 Who parses new message files for the index: a child process (L{ProcessParser}, the
 daemon's choice), or a thread of this process (L{ThreadParser}: tests, and the fallback
-whenever the child cannot be used). Both answer C{parse([(loc, path), ...])} with the
-L{Parsed} files, skipping vanished ones.
+whenever the child cannot be used). Both answer C{parse([(loc, path), ...])} with a
+L{Batch}: called in the index's database thread, it gives the L{Parsed} files, vanished
+ones skipped. (Decoding the child's answer costs interpreter time the reactor thread should
+not spend, and the database thread stores the files next anyway.)
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
@@ -29,6 +33,8 @@ from mailsink.index.reading import FactsOf, read_facts
 log = Logger()
 
 Files = list[tuple[Loc, str]]
+Batch = Callable[[], list[Parsed]]
+"""The parsed files, when called (off the reactor thread; it never raises)."""
 
 REQUEST_TIMEOUT = 60.0
 """Longest one batch may take in the child before it is killed and the batch parsed here."""
@@ -43,7 +49,7 @@ ERROR_LINE_LIMIT = 4096
 class Parser(Protocol):
     def start(self) -> None: ...
 
-    def parse(self, files: Files) -> Deferred[list[Parsed]]: ...
+    def parse(self, files: Files) -> Deferred[Batch]: ...
 
     def stop(self) -> Deferred[None]: ...
 
@@ -53,16 +59,18 @@ class ThreadParser:
 
     def __init__(self, reactor: Any, facts_of: FactsOf) -> None:
         self._reactor = reactor
-        self._facts_of = facts_of
+        self.facts_of = facts_of
         self._pool = ThreadPool(1, 1, "mailsink-index-parse")
 
     def start(self) -> None:
         if not self._pool.started:
             self._pool.start()
 
-    def parse(self, files: Files) -> Deferred[list[Parsed]]:
+    def parse(self, files: Files) -> Deferred[Batch]:
         self.start()
-        return deferToThreadPool(self._reactor, self._pool, read_facts, files, self._facts_of)
+        parsed = deferToThreadPool(self._reactor, self._pool, read_facts, files,
+                                   self.facts_of)
+        return parsed.addCallback(lambda found: lambda: found)
 
     def stop(self) -> Deferred[None]:
         if self._pool.started:
@@ -98,9 +106,9 @@ class ProcessParser:
             self._reactor.spawnProcess(self._child, self._python, [self._python, "-c", code],
                                        env=dict(os.environ), childFDs={0: "w", 1: "r", 2: "r"})
 
-    def parse(self, files: Files) -> Deferred[list[Parsed]]:
+    def parse(self, files: Files) -> Deferred[Batch]:
         if not files:
-            return succeed([])
+            return succeed(list)
         self.start()
         if self._child is None:
             return self._fallback.parse(files)
@@ -114,7 +122,7 @@ class ProcessParser:
 
     # Called by the child's protocol.
 
-    def _failed(self, files: Files, why: str) -> Deferred[list[Parsed]]:
+    def _failed(self, files: Files, why: str) -> Deferred[Batch]:
         log.warn("index parse worker: {why}; parsing {count} files in the daemon",
                  why=why, count=len(files))
         return self._fallback.parse(files)
@@ -140,15 +148,15 @@ class _Child(ProcessProtocol):
     def __init__(self, owner: ProcessParser) -> None:
         self._owner = owner
         self._reactor = owner._reactor
-        self._waiting: deque[tuple[Files, Deferred[list[Parsed]], IDelayedCall]] = deque()
+        self._waiting: deque[tuple[Files, Deferred[Batch], IDelayedCall]] = deque()
         self._buffer = b""
         self._errors = b""
         self._ended: Deferred[None] = Deferred()
         self._over = False
         self._stop_timer: IDelayedCall | None = None
 
-    def ask(self, files: Files) -> Deferred[list[Parsed]]:
-        answered: Deferred[list[Parsed]] = Deferred()
+    def ask(self, files: Files) -> Deferred[Batch]:
+        answered: Deferred[Batch] = Deferred()
         timer = self._reactor.callLater(REQUEST_TIMEOUT, self._kill,
                                         f"no answer within {REQUEST_TIMEOUT:g}s")
         self._waiting.append((files, answered, timer))
@@ -176,14 +184,19 @@ class _Child(ProcessProtocol):
                 return
             files, answered, timer = self._waiting.popleft()
             timer.cancel()
-            try:
-                parsed = _decode(files, line)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-                why = f"unreadable answer ({error})"
-                self._owner._failed(files, why).chainDeferred(answered)
-                self._kill(why)
-                return
-            answered.callback(parsed)
+            answered.callback(functools.partial(self._decoded, files, line))
+
+    def _decoded(self, files: Files, line: bytes) -> list[Parsed]:
+        """The answer's files (in a worker thread); if it makes no sense, the files are
+        parsed right here and the child is stopped."""
+        try:
+            return _decode(files, line)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            why = f"unreadable answer ({error})"
+        self._reactor.callFromThread(self._kill, why)
+        log.warn("index parse worker: {why}; parsing {count} files in the daemon",
+                 why=why, count=len(files))
+        return read_facts(files, self._owner._fallback.facts_of)
 
     def errReceived(self, data: bytes) -> None:
         """Each whole line is a warning (a traceback arrives in pieces)."""
