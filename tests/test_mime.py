@@ -6,9 +6,13 @@ stored messages.
 from __future__ import annotations
 
 import base64
+import email.utils
 import time
 import tracemalloc
+from collections.abc import Callable
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 
 import attrs
 from hypothesis import given, settings
@@ -16,6 +20,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from mailsink.message import mime
+from mailsink.message.mime_cut import header_fields
 from mailsink.message.shapes import Address, Facts, MessageView, Part, Transport
 from mailsink.store.delivery import Envelope, trace_headers
 
@@ -560,3 +565,77 @@ class NeverRaiseTests(TestCase):
     @given(mutated())
     def test_mutatedMessages(self, raw: bytes) -> None:
         self.check(raw)
+
+
+_HEADER_PIECES = [b"Subject", b"From", b"Content-Type", b"Content-Disposition", b"X-A", b"From ",
+                  b" ", b"\t", b":", b"a", b"=?utf-8?q?h=C3=A9?=", b"\r\n", b"\n", b"\r", b"\x85",
+                  b"\xc3\xa9", b"multipart/mixed; boundary=\"b\"", b"text/plain; charset=utf-8",
+                  b"attachment; filename=x.pdf", b"\x0c", b";", b"\"", b"<a@b>"]
+
+
+class HeaderFieldsTests(TestCase):
+    """The fast header split gives what the standard library's parser gives, always."""
+
+    def assert_same(self, block: bytes) -> None:
+        expected = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
+        found = header_fields(block)
+        self.assertEqual(list(found.raw_items()), list(expected.raw_items()))
+        for method in ("get_content_type", "get_content_charset", "get_content_disposition",
+                       "get_filename", "get_boundary"):
+            self.assertEqual(_outcome(getattr(found, method)),
+                             _outcome(getattr(expected, method)), method)
+
+    @settings(max_examples=2000, deadline=None)
+    @given(st.lists(st.sampled_from(_HEADER_PIECES), max_size=16))
+    def test_any_pieces(self, pieces: list[bytes]) -> None:
+        self.assert_same(b"".join(pieces))
+
+    @settings(max_examples=1000, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from([b"Subject", b"Content-Type", b"X-A"]),
+                              st.sampled_from([b"", b" ", b"  ", b"\t"]),
+                              st.lists(st.sampled_from(_HEADER_PIECES[8:]), max_size=5),
+                              st.sampled_from([b"\r\n", b"\n"]),
+                              st.sampled_from([b"", b" folded\r\n", b"\tfolded\n"])),
+                    max_size=6))
+    def test_plain_fields(self, fields: list[tuple[bytes, bytes, list[bytes], bytes,
+                                                   bytes]]) -> None:
+        self.assert_same(b"".join(name + b":" + space + b"".join(value) + end + fold
+                                  for name, space, value, end, fold in fields))
+
+    def test_real_header_blocks(self) -> None:
+        for block in (b"", b"Subject: hi\r\n", b"From x\r\nSubject: a\r\n",
+                      b"Subject:\r\n\tfolded\r\n", b" leading: continuation\r\n",
+                      b"Subject: no end", b"Content-Type: multipart/mixed;\r\n boundary=b\r\n"):
+            self.assert_same(block)
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Exception as error:
+        return type(error)
+
+
+_ADDRESS_PIECES = ["a", "b.c", "x@y", "@", "<", ">", " ", ",", "John", "Doe", "\t", "\"", "(",
+                   ")", "j@x.org", "<j@x.org>", "a+b@c-d.e", ".", "..", ";", ":", "é",
+                   "=?utf-8?q?x?=", "\\", "A1", "_", "-"]
+
+
+class PlainAddressTests(TestCase):
+    """The fast reading of plain address lists agrees with C{email.utils.getaddresses}."""
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.lists(st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=8), min_size=1,
+                    max_size=2))
+    def test_agrees_whenever_it_answers(self, values: list[list[str]]) -> None:
+        joined = ["".join(value) for value in values]
+        found = mime._plain_addresses(joined)
+        if found is not None:
+            expected = email.utils.getaddresses(joined)
+            self.assertEqual([pair for pair in found if pair[1].strip()],
+                             [pair for pair in expected if pair[1].strip()])
+
+    def test_common_forms_take_the_fast_path(self) -> None:
+        for values in (["<b@localhost>"], ["John Doe <j@x.org>"], ["a@b.c, <d@e.f>"]):
+            self.assertEqual(mime._plain_addresses(values), email.utils.getaddresses(values))
+        self.assertIsNone(mime._plain_addresses(['"Doe, John" <j@x.org>']))

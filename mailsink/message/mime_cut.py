@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from email import policy
 from email.message import Message
+from email.parser import BytesHeaderParser
 
 MAX_SCAN_STEPS = 100_000
 """Boundary search steps per message: lines that merely start like a delimiter count too."""
@@ -31,6 +33,30 @@ class Budget:
     max_parts: int
     parts: int = 0
     steps: int = MAX_SCAN_STEPS
+
+
+_HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
+_PLAIN_FIELDS = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)*")
+"""A header block of plain fields: every line ends in (CR)LF, no lone CR, every field line
+starts with a name and a colon, continuations with white space; no C{From } line."""
+_PLAIN_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+):([^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*)")
+
+
+def header_fields(block: bytes) -> Message:
+    """
+    The header block as a L{Message} of its fields, exactly as the standard library's
+    header parser (compat32) gives it. A block of plain fields (nearly every one) is split
+    here, about ten times faster; any other goes to that parser.
+    """
+    if not _PLAIN_FIELDS.fullmatch(block):
+        return _HEADER_PARSER.parsebytes(block)
+    message = Message()
+    for name, value in _PLAIN_FIELD.findall(block):
+        # compat32's header_source_parse: white space after the colon and the final line
+        # end dropped, folding kept.
+        text = value.decode("ascii", "surrogateescape").lstrip(" \t").rstrip("\r\n")
+        message.set_raw(name.decode("ascii"), text)
+    return message
 
 
 def header_end(raw: bytes, start: int, end: int) -> tuple[int, int]:
