@@ -48,7 +48,7 @@ from mailsink.smtp.auth import AuthSetup
 from mailsink.smtp.diagnostics import ImplicitTLSWatchFactory
 from mailsink.smtp.factory import SMTPFactory
 from mailsink.smtp.server import SMTPSettings
-from mailsink.store.maildir import Maildir
+from mailsink.store.maildir import Maildir, delivered_here
 from mailsink.threads import ThreadPoolService
 from mailsink.tls import GENERATED_CERT_NAME, load_or_generate_certificate, server_context_factory
 from mailsink.web.access import Access
@@ -201,7 +201,7 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
         return None
     parser = ProcessParser(reactor, fallback=ThreadParser(reactor, mime.facts))
     index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor,
-                         tag_rules=config.tags, parser=parser)
+                         tag_rules=config.tags, parser=parser, delivered_here=delivered_here)
     service = IndexService(index, settings.maildir, settings.max_messages, settings.max_age,
                            metrics)
     store.maildir.delivered = service.delivered

@@ -91,9 +91,10 @@ class IndexTestCase(TestCase):
                 for sub in ("new", "cur")}
 
     @inlineCallbacks
-    def started(self, inotify: bool = False, facts_of: Any = fake_facts) -> Any:
+    def started(self, inotify: bool = False, facts_of: Any = fake_facts,
+                delivered_here: Any = lambda filename: False) -> Any:
         index = MessageIndex(self.root, self.state, facts_of, reactor, self.clock,
-                             inotify=inotify)
+                             inotify=inotify, delivered_here=delivered_here)
         index.subscribe(lambda kind, payload: self.events.append((kind, payload)))
         self.addCleanup(index.stop)
         yield index.start()
@@ -442,6 +443,26 @@ class OutsideChangeTests(IndexTestCase):
             summary = yield index.get(mid, None)
         self.assertTrue(summary.read)
         self.assertEqual([kind for kind, _ in self.events], ["new", "update"])
+
+    @inlineCallbacks
+    def test_inotify_ignores_this_process_deliveries_until_the_store_tells(self) -> Any:
+        """A delivery is in new/ before its fsync and 250: the index waits for L{added}."""
+        index = yield self.started(inotify=True,
+                                   delivered_here=lambda filename: "ours" in filename)
+        if index._watcher is None or index._watcher._notifier is None:
+            self.skipTest("no inotify here")
+        ours = self.write("ours", name=f"{BASE}.M1P100Q1.ours")
+        theirs = self.write("theirs")
+        deadline = time.monotonic() + 2.0
+        while (yield index.get(theirs, None)) is None and time.monotonic() < deadline:
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertIsNotNone((yield index.get(theirs, None)))
+        self.assertIsNone((yield index.get(ours, None)))
+        index.added("", os.path.join(self.root, "new", ours))
+        yield index.settled()
+        self.assertIsNotNone((yield index.get(ours, None)))
+        self.assertEqual(sorted(payload.id for kind, payload in self.events if kind == "new"),
+                         sorted([ours, theirs]))
 
     @inlineCallbacks
     def test_added_by_the_store_is_indexed_and_published(self) -> Any:

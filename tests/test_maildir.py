@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from mailsink.store import maildir as maildir_module
 from mailsink.store.maildir import FLUSH_THRESHOLD, PAUSE_THRESHOLD, Maildir, StoreError
+from mailsink.store.recipient_delivery import copy_name
 
 
 class RecordingProducer:
@@ -357,3 +358,24 @@ class DeliveredHookTests(TestCase):
 
 def _raise_enospc(fd: int, chunks: list[bytes]) -> None:
     raise OSError(28, "No space left on device")
+
+
+class DeliveredHereTests(TestCase):
+    """Which file names in new/ are this process's own deliveries (the index waits for those)."""
+
+    def test_own_names_and_copies(self) -> None:
+        maildir = Maildir(tempfile.mkdtemp(), maybeDeferred)
+        self.addCleanup(shutil.rmtree, maildir.path)
+        name = maildir.unique_name()
+        self.assertTrue(maildir_module.delivered_here(name))
+        self.assertTrue(maildir_module.delivered_here(copy_name(name, "alice")))
+
+    def test_other_processes_hosts_and_flagged_files(self) -> None:
+        maildir = Maildir(tempfile.mkdtemp(), maybeDeferred)
+        self.addCleanup(shutil.rmtree, maildir.path)
+        name = maildir.unique_name()
+        seconds, left, host = name.split(".", 2)
+        other_pid = left.replace(f"P{os.getpid()}Q", f"P{os.getpid() + 1}Q")
+        for other in (f"{seconds}.{other_pid}.{host}", f"{seconds}.{left}.elsewhere",
+                      name + ":2,S", "1700000000.123_4.mutt"):
+            self.assertFalse(maildir_module.delivered_here(other), other)

@@ -83,7 +83,8 @@ class MessageIndex:
     def __init__(self, maildir_root: str, state_dir: str, facts_of: FactsOf, reactor: Any,
                  clock: IReactorTime | None = None, *, facts_version: str = "",
                  inotify: bool = True, rescan_interval: float = RESCAN_INTERVAL,
-                 tag_rules: TagRules = NO_RULES, parser: Parser | None = None) -> None:
+                 tag_rules: TagRules = NO_RULES, parser: Parser | None = None,
+                 delivered_here: Callable[[str], bool] = lambda filename: False) -> None:
         self.db_path = os.path.join(state_dir, "index.sqlite3")
         self._store = IndexStore(maildir_root, self.db_path, facts_version, tag_rules)
         self._reactor = reactor
@@ -96,6 +97,9 @@ class MessageIndex:
                                 self._folder_event) if inotify else None
         self._subscribers: list[Subscriber] = []
         self._urgent: dict[Loc, None] = {}
+        self._delivered_here = delivered_here
+        """Whether a file name in C{new/} is this process's delivery, which L{added} tells
+        of: its inotify event (at the rename, before the fsync and the 250) is ignored."""
         self._vanished: dict[Loc, None] = {}
         self._backlog: dict[Loc, None] = {}
         self._rescan_wanted: str | None = None
@@ -243,6 +247,8 @@ class MessageIndex:
         self._kick()
 
     def _file_event(self, loc: Loc, gone: bool) -> None:
+        if not gone and loc[1] == "new" and self._delivered_here(loc[2]):
+            return  # the store tells of it (L{added}) once it is durable, before the 250
         (self._vanished if gone else self._urgent)[loc] = None
         self._kick_soon()
 

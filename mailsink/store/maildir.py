@@ -39,6 +39,21 @@ STALE_TMP_AGE = 36 * 3600
 
 _TMP_NAME = re.compile(r"\d+\.M\d+P(?P<pid>\d+)Q\d+(?:R[0-9a-f]+)?\.(?P<host>.+)")
 _counter = itertools.count(1)
+_OWN_NAMES: dict[int, re.Pattern[str]] = {}
+
+
+def delivered_here(filename: str) -> bool:
+    """
+    Whether a file name is a delivery by this very process: a L{Maildir.unique_name} of
+    this pid and host, or a copy of one into another mailbox (C{SECS.LEFT-MAILBOX.HOST}).
+    """
+    pid = os.getpid()
+    pattern = _OWN_NAMES.get(pid)
+    if pattern is None:
+        pattern = re.compile(rf"\d+\.M\d+P{pid}Q\d+(?:-[^:/]+)?\.{re.escape(maildir_hostname())}")
+        _OWN_NAMES.clear()  # a fork (twistd daemonising) has a new pid
+        _OWN_NAMES[pid] = pattern
+    return pattern.fullmatch(filename) is not None
 
 
 class StoreError(Exception):
