@@ -97,17 +97,28 @@ def facts_to_json(facts: Facts) -> str:
 
 
 def _encode(value: Any) -> Any:
-    if attrs.has(type(value)):
-        out = {}
-        for field in attrs.fields(type(value)):
-            item = getattr(value, field.name)
-            if field.default is not attrs.NOTHING and item == field.default:
-                continue
-            out[field.name] = _encode(item)
-        return out
-    if isinstance(value, tuple):
-        return [_encode(item) for item in value]
-    return value
+    kind = type(value)
+    fields = _ENCODED_FIELDS.get(kind)
+    if fields is None:
+        if kind is tuple:
+            return [_encode(item) for item in value]
+        if kind in _PLAIN_TYPES or not attrs.has(kind):
+            _PLAIN_TYPES.add(kind)
+            return value
+        fields = _ENCODED_FIELDS[kind] = tuple(
+            (field.name, field.default) for field in attrs.fields(kind))
+    out = {}
+    for name, default in fields:
+        item = getattr(value, name)
+        if default is not attrs.NOTHING and item == default:
+            continue
+        out[name] = _encode(item)
+    return out
+
+
+_ENCODED_FIELDS: dict[type, tuple[tuple[str, Any], ...]] = {}
+"""Each attrs class's (field name, default), looked up once: every message is encoded."""
+_PLAIN_TYPES: set[type] = set()
 
 
 def facts_from_json(text: str) -> Facts:
