@@ -454,9 +454,9 @@ class SinkESMTP(SMTPAuthentication, PipelinedInput, ESMTP):
         self.metrics.received_bytes.labels(self.settings.listener).inc(size)
         if self.session is not None:
             self.session.stored(message_id(name))
+        self.reply(250, f"2.0.0 Ok: queued as {name}")  # first: the client waits for it
         log.info("[{listener}] stored {name} from {client}",
                  listener=self.settings.listener, name=name, client=self.client_address())
-        self.reply(250, f"2.0.0 Ok: queued as {name}")
 
     def _not_stored(self, failure: Failure) -> None:
         self.metrics.rejected.labels(self.settings.listener, "storage").inc()

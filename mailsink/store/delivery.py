@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
+import re
 import time
 from typing import Protocol
 
@@ -135,8 +137,7 @@ def received_header(envelope: Envelope, hostname: str, message_id: str) -> str:
     if envelope.session:
         server += f", session {envelope.session}"
     parts.append(f"\tby {hostname} ({server}) with {envelope.protocol} id {short_id}")
-    moment = datetime.datetime.fromtimestamp(envelope.received_at, datetime.UTC)
-    date = email.utils.format_datetime(moment).replace("-0000", "+0000") + " (UTC)"
+    date = _utc_date(int(envelope.received_at))
     if len(envelope.recipients) == 1:
         parts.append(f"\tfor <{_one_line(envelope.recipients[0])}>; {date}")
     else:
@@ -144,7 +145,16 @@ def received_header(envelope: Envelope, hostname: str, message_id: str) -> str:
     return "\n".join(parts)
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_date(seconds: int) -> str:
+    """The RFC 5322 date of a second, in UTC (cached: a busy second has many messages)."""
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return email.utils.format_datetime(moment).replace("-0000", "+0000") + " (UTC)"
+
+
 def _one_line(text: str) -> str:
     """Control characters escaped, so client-chosen text cannot start a header line."""
-    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
-                   for c in text)
+    return _CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
