@@ -78,7 +78,7 @@ class DataDecoder:
         # A bare LF also counts as a line end here (so line lengths and the held-back
         # tail stay bounded), but only CRLF starts a line that can end DATA.
         cut = data.rfind(b"\n") + 1
-        probe = self._stub() + data[:cut]
+        probe = self._stub() + memoryview(data)[:cut]  # one copy, not two
         # Both the end marker and dot-stuffing start with CRLF-dot: one search rules
         # both out for nearly every chunk.
         dot = probe.find(b"\r\n.")
@@ -126,13 +126,13 @@ class DataDecoder:
             return b""
         if stuffed:
             probe = probe.replace(b"\r\n.", b"\r\n")
-        lines = probe.split(b"\r\n")
-        if self.max_line is not None and self._has_long_line(lines, self.max_line):
+        if self.max_line is not None and self._has_long_line(probe.split(b"\r\n"),
+                                                             self.max_line):
             self.line_too_long = True
             return b""
         # The stub became a leading "\n" (after CRLF), or "\0\n" or "\0\0" (after a
         # bare LF, or within a line).
-        return b"\n".join(lines)[1 if self._stub() == b"\r\n" else 2:]
+        return probe.replace(b"\r\n", b"\n")[1 if self._stub() == b"\r\n" else 2:]
 
     @staticmethod
     def _has_long_line(lines: list[bytes], max_line: int) -> bool:
