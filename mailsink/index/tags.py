@@ -70,6 +70,8 @@ def tagged_on_arrival(store: IndexStore, item: Parsed) -> Parsed:
     if subdir != "new" or ":" in filename:
         return attrs.evolve(item, facts=attrs.evolve(item.facts,
                                                      tags=file_tags(store, item.loc)))
+    if not item.facts.tags and not store.tag_rules.rules:
+        return item  # nothing to tag (most mail): no copies made
     wanted = unique_tags((*item.facts.tags, *store.tag_rules.tags_for(
         Summary("", mailbox, False, 0.0, item.size, item.facts))))
     if not wanted:
