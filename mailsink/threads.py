@@ -17,12 +17,15 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
 
 RunBlocking = Callable[[Callable[[], Any]], Deferred[Any]]
 """Runs a blocking call off the reactor (a pool's L{ThreadPoolService.run_blocking})."""
+
+log = Logger()
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Deferred[Any]]
 
@@ -31,7 +34,7 @@ class ThreadPoolService(Service):
     """Up to C{size} named worker threads; work given before start-up waits for it."""
 
     def __init__(self, name: str, size: int, reactor: Any) -> None:
-        self.name = name
+        self._name = name
         self._size = size
         self._reactor = reactor
         self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
@@ -79,15 +82,21 @@ class ThreadPoolService(Service):
             if len(self._threads) >= self._size:
                 return
             thread = threading.Thread(target=self._work, daemon=True,
-                                      name=f"PoolThread-{self.name}-{len(self._threads)}")
+                                      name=f"PoolThread-{self._name}-{len(self._threads)}")
             self._threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as error:  # the system allows no more threads
+            with self._lock:
+                self._threads.remove(thread)
+            log.error("cannot start a {name} thread ({error}); its work waits for one",
+                      name=self._name, error=str(error))
 
     def _work(self) -> None:
         call = self._reactor.callFromThread
+        with self._lock:
+            self._idle += 1
         while True:
-            with self._lock:
-                self._idle += 1
             job = self._jobs.get()
             with self._lock:
                 self._idle -= 1
@@ -97,10 +106,12 @@ class ThreadPoolService(Service):
                 return
             work, args, kwargs, done = job
             try:
-                result = work(*args, **kwargs)
+                answer: tuple[Callable[..., Any], Any] = (done.callback, work(*args, **kwargs))
             except BaseException:
-                call(done.errback, Failure())
-            else:
-                call(done.callback, result)
-            del job, work, args, kwargs, done  # hold nothing while idle
-            result = None
+                answer = (done.errback, Failure())
+            # Idle again before the answer goes out: work that its callbacks give at once
+            # finds this thread instead of starting another.
+            with self._lock:
+                self._idle += 1
+            call(*answer)
+            del job, work, args, kwargs, done, answer  # hold nothing while idle

@@ -75,8 +75,8 @@ class ParseWorkerTests(unittest.TestCase):
         (pid,) = first_worker
         with open(f"/proc/{pid}/cmdline", "rb") as stream:
             argv = stream.read().split(b"\0")
-        self.assertEqual(argv[1], b"-c")
-        self.assertIn(b"mailsink.index.parse_worker", argv[2])
+        self.assertEqual(argv[1:3], [b"-P", b"-c"])
+        self.assertIn(b"mailsink.index.parse_worker", argv[3])
 
         self.send("before the kill")
         (before,) = wait_for(lambda: self.found("before the kill"), "the first message")

@@ -292,6 +292,31 @@ class SameAnswersTests(ParserTestCase):
 
 class DeathTests(ParserTestCase):
     @inlineCallbacks
+    def test_a_child_that_cannot_be_started_leaves_the_fallback(self) -> Any:
+        """No file descriptors or processes left: the batch is parsed here, and a later
+        parse tries to start a child again."""
+        attempts: list[str] = []
+
+        class Exhausted:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(reactor, name)
+
+            def spawnProcess(self, *args: Any, **kwargs: Any) -> None:
+                attempts.append(args[1])
+                raise OSError(24, "Too many open files")
+
+        parser = Calling(Exhausted(), self.thread_parser())
+        self.addCleanup(parser.stop)
+        files = self.samples()
+        parsed = yield parser.parse(files)
+        self.assertEqual(parsed, (yield self.expected(files)))
+        self.assertEqual(len(attempts), 1)
+        self.assertTrue(any("could not start" in text for text in self.messages()))
+        again = yield parser.parse(files[:1])
+        self.assertEqual(again, (yield self.expected(files[:1])))
+        self.assertEqual(len(attempts), 2)
+
+    @inlineCallbacks
     def test_killed_with_a_batch_outstanding(self) -> Any:
         files = self.samples()
         parser = self.process_parser()

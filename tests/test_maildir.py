@@ -315,6 +315,30 @@ class GroupCommitOrderTests(TestCase):
             maybeDeferred(work).chainDeferred(waiting)
 
 
+class RefusedFsyncTests(TestCase):
+    def test_an_fsync_the_pool_cannot_take_fails_that_delivery_only(self) -> None:
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        calls: list[Any] = []
+
+        def pool(work: Any) -> Deferred[Any]:
+            calls.append(work)
+            if len(calls) == 2:  # the first message's fsync of new/
+                raise RuntimeError("can't start new thread")
+            return maybeDeferred(work)
+
+        maildir = Maildir(folder, pool)
+        maildir.create()
+        first = maildir.new_message()
+        first.write(b"first\n")
+        self.failureResultOf(first.finish(), StoreError)
+        self.assertEqual(os.listdir(os.path.join(folder, "new")), [])
+        second = maildir.new_message()
+        second.write(b"second\n")
+        name = self.successResultOf(second.finish())
+        self.assertEqual(os.listdir(os.path.join(folder, "new")), [name])
+
+
 class AbortTwiceTests(TestCase):
     def test_abort_is_idempotent_and_closes_once(self) -> None:
         folder = tempfile.mkdtemp()

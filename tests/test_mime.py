@@ -636,6 +636,11 @@ class PlainAddressTests(TestCase):
                              [pair for pair in expected if pair[1].strip()])
 
     def test_common_forms_take_the_fast_path(self) -> None:
-        for values in (["<b@localhost>"], ["John Doe <j@x.org>"], ["a@b.c, <d@e.f>"]):
-            self.assertEqual(mime._plain_addresses(values), email.utils.getaddresses(values))
-        self.assertIsNone(mime._plain_addresses(['"Doe, John" <j@x.org>']))
+        for values in (["<b@localhost>"], ["John Doe <j@x.org>"], ["a@b.c, <d@e.f>"],
+                       ["alice@example.com"], ["Bob <b@c.d>, carol@d.e"],
+                       ["x@y.z", " Ann Lee  <ann@lee.org> "]):
+            found = mime._plain_addresses(values)
+            self.assertIsNotNone(found, values)
+            self.assertEqual(found, email.utils.getaddresses(values))
+        for values in (['"Doe, John" <j@x.org>'], ["<a@b>\x0b"], ["Name a@b"]):
+            self.assertIsNone(mime._plain_addresses(values), values)

@@ -99,7 +99,8 @@ class MessageIndex:
         self._urgent: dict[Loc, None] = {}
         self._delivered_here = delivered_here
         """Whether a file name in C{new/} is this process's delivery, which L{added} tells
-        of: its inotify event (at the rename, before the fsync and the 250) is ignored."""
+        of: its inotify event (at the rename, before the fsync and the 250) is ignored.
+        (A rescan that lists C{new/} in that moment still finds it: a rare early listing.)"""
         self._vanished: dict[Loc, None] = {}
         self._backlog: dict[Loc, None] = {}
         self._rescan_wanted: str | None = None

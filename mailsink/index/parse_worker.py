@@ -16,6 +16,7 @@ valid Unicode (a lone surrogate) survives the trip. End of input ends the proces
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import IO, Any
 
@@ -33,7 +34,13 @@ def answer(paths: list[str]) -> list[Any]:
             out.append(None)
             continue
         size, mtime_ns, head = found
-        out.append([size, mtime_ns, facts_to_data(facts(head))])
+        try:
+            data = facts_to_data(facts(head))
+        except Exception as error:  # one message must not end the worker's batch
+            print(f"cannot parse {path!r}: {error!r}; indexed without its facts",
+                  file=sys.stderr, flush=True)
+            data = {}
+        out.append([size, mtime_ns, data])
     return out
 
 
@@ -46,6 +53,10 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
 
 
 def main() -> None:
+    # The daemon ends the worker by closing its input (or kills it). A stop of the whole
+    # process group (systemctl stop, Ctrl-C in a terminal) is the daemon's to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)
 
 

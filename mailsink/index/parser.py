@@ -97,14 +97,23 @@ class ProcessParser:
         self._stopping = False
 
     def start(self) -> None:
-        if self._child is None and not self._given_up and not self._stopping:
-            self._child = _Child(self)
-            package_parent = os.path.dirname(os.path.dirname(os.path.abspath(
-                mailsink.__file__)))
-            code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-                    "from mailsink.index.parse_worker import main; main()")
-            self._reactor.spawnProcess(self._child, self._python, [self._python, "-c", code],
-                                       env=dict(os.environ), childFDs={0: "w", 1: "r", 2: "r"})
+        if self._child is not None or self._given_up or self._stopping:
+            return
+        child = _Child(self)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(mailsink.__file__)))
+        # -P: not the working directory on sys.path; mailsink's own place after the
+        # standard library's. The child needs none of the daemon's secrets.
+        code = (f"import sys; sys.path.append({package_parent!r}); "
+                "from mailsink.index.parse_worker import main; main()")
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(("MAILSINK_", "LISTEN_"))}
+        try:
+            self._reactor.spawnProcess(child, self._python, [self._python, "-P", "-c", code],
+                                       env=env, childFDs={0: "w", 1: "r", 2: "r"})
+        except Exception as error:  # no file descriptors or processes left, say
+            self._died(f"could not start: {error}")
+            return
+        self._child = child
 
     def parse(self, files: Files) -> Deferred[Batch]:
         if not files:
@@ -130,11 +139,14 @@ class ProcessParser:
     def _ended(self, child: _Child, reason: Failure) -> None:
         if self._child is child:
             self._child = None
-        if self._stopping:
-            return
+        if not self._stopping:
+            self._died(f"ended ({reason.getErrorMessage()})")
+
+    def _died(self, why: str) -> None:
+        """Count a death; past L{RESTARTS} within L{RESTART_WINDOW}, parse here for good."""
         now = self._reactor.seconds()
         self._deaths.append(now)
-        log.warn("index parse worker ended ({why})", why=reason.getErrorMessage())
+        log.warn("index parse worker {why}", why=why)
         if len(self._deaths) == RESTARTS and now - self._deaths[0] < RESTART_WINDOW:
             self._given_up = True
             log.error("index parse worker died {count} times within {window:.0f}s; the "

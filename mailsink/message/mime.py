@@ -303,10 +303,10 @@ def _addresses(values: list[str] | None) -> tuple[Address, ...]:
                  for name, address in pairs if address.strip())
 
 
+_ADDR_SPEC = r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _PLAIN_ADDRESS = re.compile(
-    r"\s*(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*)\s*)?(?P<open><)?"
-    r"(?P<address>[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)"
-    r"(?(open)>)\s*")
+    rf"[ \t]*(?:(?:(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*)[ \t]*)?<(?P<angled>{_ADDR_SPEC})>"
+    rf"|(?P<bare>{_ADDR_SPEC}))[ \t]*")
 
 
 def _plain_addresses(values: list[str]) -> list[tuple[str, str]] | None:
@@ -318,9 +318,9 @@ def _plain_addresses(values: list[str]) -> list[tuple[str, str]] | None:
     for value in values:
         for item in value.split(","):
             match = _PLAIN_ADDRESS.fullmatch(item)
-            if match is None or (match["name"] and not match["open"]):
+            if match is None:
                 return None
-            pairs.append((match["name"] or "", match["address"]))
+            pairs.append((match["name"] or "", match["angled"] or match["bare"]))
     return pairs
 
 

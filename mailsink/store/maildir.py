@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -338,7 +338,7 @@ class _GroupSync:
     def _start(self) -> None:
         self._running = True
         batch, self._waiting = self._waiting, []
-        self._run_blocking(self._fsync).addBoth(self._done, batch)
+        maybeDeferred(self._run_blocking, self._fsync).addBoth(self._done, batch)
 
     def _done(self, result: object, batch: list[Deferred[None]]) -> None:
         self._running = False
