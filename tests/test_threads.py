@@ -96,3 +96,13 @@ class ThreadPoolServiceTests(unittest.TestCase):
         self.assertEqual(sorted(done), [0, 1, 2, 3])
         self.assertFalse([t for t in threading.enumerate()
                           if t.name.startswith("PoolThread-test-stop-")])
+
+    def test_work_given_after_stop_runs_at_once(self) -> None:
+        """Shutting down: a late delivery's fsync must still happen, not wait forever."""
+        pool = ThreadPoolService("test-late", 2, reactor)
+        pool.startService()
+        pool.stopService()
+        ran_on: list[int] = []
+        done = pool.run_blocking(lambda: ran_on.append(threading.get_ident()) or "synced")
+        self.assertEqual(self.successResultOf(done), "synced")
+        self.assertEqual(ran_on, [threading.get_ident()])
