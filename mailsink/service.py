@@ -200,8 +200,8 @@ def _index_service(config: Config, store: StoreService, metrics: Metrics,
             or auto_relay):
         return None
     parser = ProcessParser(reactor, fallback=ThreadParser(reactor, mime.facts))
-    index = MessageIndex(settings.maildir, settings.state_dir, mime.facts, reactor,
-                         tag_rules=config.tags, parser=parser, delivered_here=delivered_here)
+    index = MessageIndex(settings.maildir, settings.state_dir, parser, reactor,
+                         tag_rules=config.tags, delivered_here=delivered_here)
     service = IndexService(index, settings.maildir, settings.max_messages, settings.max_age,
                            metrics)
     store.maildir.delivered = service.delivered

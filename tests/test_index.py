@@ -34,6 +34,7 @@ from mailsink.index.codec import (
 )
 from mailsink.index.db import IndexStore
 from mailsink.index.message_index import MessageIndex
+from mailsink.index.parser import ThreadParser
 from mailsink.message.shapes import Address, Facts, Transport
 from mailsink.store.maildir import Maildir
 
@@ -93,7 +94,8 @@ class IndexTestCase(TestCase):
     @inlineCallbacks
     def started(self, inotify: bool = False, facts_of: Any = fake_facts,
                 delivered_here: Any = lambda filename: False) -> Any:
-        index = MessageIndex(self.root, self.state, facts_of, reactor, self.clock,
+        index = MessageIndex(self.root, self.state, ThreadParser(reactor, facts_of), reactor,
+                             self.clock,
                              inotify=inotify, delivered_here=delivered_here)
         index.subscribe(lambda kind, payload: self.events.append((kind, payload)))
         self.addCleanup(index.stop)

@@ -14,6 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from mailsink.index import message_index as index_module
 from mailsink.index.message_index import MessageIndex
+from mailsink.index.parser import ThreadParser
 from mailsink.index.tag_rules import parse_rules
 from mailsink.index.tags import delete_plan
 from mailsink.tags.keywords import FILE_NAME, TagLimit, parse_keywords
@@ -23,7 +24,8 @@ from tests.test_index import IndexTestCase, fake_facts
 class IndexTagTests(IndexTestCase):
     @inlineCallbacks
     def started_with(self, rules: dict[str, str]) -> Any:
-        index = MessageIndex(self.root, self.state, fake_facts, reactor, self.clock,
+        index = MessageIndex(self.root, self.state, ThreadParser(reactor, fake_facts), reactor,
+                             self.clock,
                              inotify=False, tag_rules=parse_rules(rules))
         index.subscribe(lambda kind, payload: self.events.append((kind, payload)))
         self.addCleanup(index.stop)

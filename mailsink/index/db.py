@@ -306,12 +306,9 @@ class IndexStore:
                 found[row[0]] = ((row[1], row[2], row[3]), row[1:])
         return found
 
-    def _loc_of(self, mid: str) -> tuple[Loc, int] | None:
-        row = self.conn.execute("SELECT mailbox, subdir, filename, size, mtime_ns "
-                                "FROM messages WHERE id = ?", (mid,)).fetchone()
-        if row is None:
-            return None
-        return (row[0], row[1], row[2]), row
+    def _loc_of(self, mid: str) -> tuple[Loc, Any] | None:
+        """Where C{mid} is indexed, with its row (mailbox, subdir, filename, size, mtime)."""
+        return self._locs_of([mid])[mid]
 
     def _changed(self, loc: Loc, row: Any) -> bool:
         try:

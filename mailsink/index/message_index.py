@@ -39,8 +39,7 @@ from twisted.python.threadpool import ThreadPool
 from mailsink.index.catchup import CatchUp
 from mailsink.index.codec import Changes, Loc, Page, Stats
 from mailsink.index.db import IndexStore
-from mailsink.index.parser import Parser, ThreadParser
-from mailsink.index.reading import FactsOf
+from mailsink.index.parser import Parser
 from mailsink.index.shared_answers import SharedAnswers
 from mailsink.index.tag_rules import NO_RULES, TagRules
 from mailsink.index.tags import (
@@ -80,10 +79,10 @@ class MessageIndex:
     in (C{""} is the shared Maildir, others are per-user folder names).
     """
 
-    def __init__(self, maildir_root: str, state_dir: str, facts_of: FactsOf, reactor: Any,
+    def __init__(self, maildir_root: str, state_dir: str, parser: Parser, reactor: Any,
                  clock: IReactorTime | None = None, *, facts_version: str = "",
                  inotify: bool = True, rescan_interval: float = RESCAN_INTERVAL,
-                 tag_rules: TagRules = NO_RULES, parser: Parser | None = None,
+                 tag_rules: TagRules = NO_RULES,
                  delivered_here: Callable[[str], bool] = lambda filename: False) -> None:
         self.db_path = os.path.join(state_dir, "index.sqlite3")
         self._store = IndexStore(maildir_root, self.db_path, facts_version, tag_rules)
@@ -91,8 +90,7 @@ class MessageIndex:
         self._clock: IReactorTime = clock if clock is not None else reactor
         self._rescan_interval = rescan_interval
         self._db_pool = ThreadPool(1, 1, "mailsink-index-db")
-        self._parser: Parser = parser if parser is not None else ThreadParser(reactor,
-                                                                              facts_of)
+        self._parser = parser
         self._watcher = Watcher(reactor, maildir_root, self._file_event,
                                 self._folder_event) if inotify else None
         self._subscribers: list[Subscriber] = []

@@ -132,8 +132,7 @@ class ProcessParser:
     # Called by the child's protocol.
 
     def _failed(self, files: Files, why: str) -> Deferred[Batch]:
-        log.warn("index parse worker: {why}; parsing {count} files in the daemon",
-                 why=why, count=len(files))
+        _parsing_here(files, why)
         return self._fallback.parse(files)
 
     def _ended(self, child: _Child, reason: Failure) -> None:
@@ -206,8 +205,7 @@ class _Child(ProcessProtocol):
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
             why = f"unreadable answer ({error})"
         self._reactor.callFromThread(self._kill, why)
-        log.warn("index parse worker: {why}; parsing {count} files in the daemon",
-                 why=why, count=len(files))
+        _parsing_here(files, why)
         return read_facts(files, self._owner._fallback.facts_of)
 
     def errReceived(self, data: bytes) -> None:
@@ -241,6 +239,11 @@ class _Child(ProcessProtocol):
             self.transport.signalProcess("KILL")
         except ProcessExitedAlready:
             pass
+
+
+def _parsing_here(files: Files, why: str) -> None:
+    log.warn("index parse worker: {why}; parsing {count} files in the daemon",
+             why=why, count=len(files))
 
 
 def _warn(line: bytes) -> None:

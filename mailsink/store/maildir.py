@@ -252,7 +252,7 @@ class IncomingMessage:
     def _unrename(self, failure: Failure) -> Deferred[None]:
         """C{new/} could not be synced: the file must not stay there unacknowledged."""
         final_path = os.path.join(self._maildir.path, "new", self.name)
-        removed = self._maildir.run_blocking(lambda: _unlink_quietly(final_path))
+        removed = self._maildir.run_blocking(lambda: unlink_quietly(final_path))
         return removed.addBoth(lambda _: failure)
 
     def _committed(self, _: object, done: Deferred[str]) -> None:
@@ -293,8 +293,7 @@ class IncomingMessage:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp_path)
+        unlink_quietly(self._tmp_path)
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
@@ -310,7 +309,8 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
                 written = 0
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove a file that may be gone already."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 

@@ -12,7 +12,6 @@ index and the API name a message by its file name; they share the unique prefix.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
@@ -26,7 +25,7 @@ from zope.interface import implementer
 
 from mailsink.store.delivery import Envelope, IMailboxDelivery, OpenMessage, trace_headers
 from mailsink.store.mailboxes import MailboxRule, route
-from mailsink.store.maildir import IncomingMessage, Maildir, StoreError
+from mailsink.store.maildir import IncomingMessage, Maildir, StoreError, unlink_quietly
 
 _NO_LINK = frozenset({errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP,
                       errno.EMLINK})
@@ -130,7 +129,7 @@ class FanOutMessage:
 
     def _undo(self, failure: Failure, source: str) -> Deferred[str]:
         """A copy failed (its links were removed): remove the first too, then fail."""
-        removed = self._maildir.run_blocking(lambda: _unlink(source))
+        removed = self._maildir.run_blocking(lambda: unlink_quietly(source))
         return removed.addBoth(lambda _: Failure(StoreError(str(failure.value))))
 
 
@@ -153,7 +152,7 @@ def _link_all(source: str, targets: list[tuple[Maildir, str]]) -> list[str]:
             maildir.fsync_new()
     except OSError:
         for path in done:
-            _unlink(path)
+            unlink_quietly(path)
         raise
     return done
 
@@ -168,10 +167,7 @@ def _copy(source: str, folder: str, name: str) -> None:
             os.fsync(writing.fileno())
         os.rename(tmp, os.path.join(folder, "new", name))
     except OSError:
-        _unlink(tmp)
+        unlink_quietly(tmp)
         raise
 
 
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
